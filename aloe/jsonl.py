@@ -1,0 +1,157 @@
+"""JSONL reading with validation, and append-only writing that survives interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from aloe.errors import RecordError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "record"
+    return f"{field}: {first['msg']}"
+
+
+def iter_records(
+    path: str | os.PathLike,
+    schema: type[T],
+    from_string: Callable[[str], T] | None = None,
+) -> Iterator[T]:
+    """Yield validated records; any problem raises RecordError naming `file:line: field: problem`.
+
+    `from_string` accepts lines that hold one bare JSON string (the seed repository's pool format).
+    A final line without a newline is an interrupted write and is skipped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"{path}: file not found")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if not line.endswith("\n") and _is_truncated(line):
+                return
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RecordError(f"{path}:{number}: record: not valid JSON ({exc.msg})") from None
+            if isinstance(data, str) and from_string is not None:
+                data = from_string(data).model_dump()
+            if not isinstance(data, dict):
+                raise RecordError(f"{path}:{number}: record: expected a JSON object, got {type(data).__name__}")
+            try:
+                yield schema.model_validate(data)
+            except ValidationError as exc:
+                raise RecordError(f"{path}:{number}: {_describe(exc)}") from None
+
+
+def _is_truncated(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return True
+    return False
+
+
+def read_records(path, schema: type[T], from_string=None, *, allow_empty: bool = False) -> list[T]:
+    """All records of a file; an empty file is an error unless `allow_empty`."""
+    records = list(iter_records(path, schema, from_string))
+    if not records and not allow_empty:
+        raise RecordError(f"{path}: no records")
+    return records
+
+
+def existing_ids(path: str | os.PathLike) -> set[str]:
+    """Ids already written to `path` (empty if it does not exist): what a resumed run skips."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    ids = set()
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.endswith("\n") and line.strip():
+                record = json.loads(line)
+                if isinstance(record, dict) and "id" in record:
+                    ids.add(record["id"])
+    return ids
+
+
+class JsonlWriter:
+    """Appends one JSON object per line and flushes it, so a killed run keeps every finished record.
+
+    Opening drops a half-written last line left by an interrupted run; `overwrite` starts the file anew.
+    """
+
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if overwrite and self.path.exists():
+            self.path.unlink()
+        _drop_partial_last_line(self.path)
+        self._handle = self.path.open("a", encoding="utf-8")
+
+    def write(self, record: BaseModel | dict[str, Any]) -> None:
+        data = record.model_dump(mode="json", exclude_none=False) if isinstance(record, BaseModel) else record
+        self._handle.write(json.dumps(data, ensure_ascii=False) + "\n")
+        self._handle.flush()
+
+    def write_all(self, records: Iterable[BaseModel | dict[str, Any]]) -> None:
+        for record in records:
+            self.write(record)
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as handle:
+        data = handle.read()
+        if data.endswith(b"\n"):
+            return
+        handle.truncate(data.rfind(b"\n") + 1)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write a JSON document atomically (temp file + rename), so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def merge_jsonl(inputs: Iterable[str | os.PathLike], output: str | os.PathLike, key: str = "id") -> tuple[int, int]:
+    """Join shard outputs into one file, keeping the first record of each `key`. Returns (kept, dropped)."""
+    seen: set[Any] = set()
+    kept = dropped = 0
+    with JsonlWriter(output, overwrite=True) as writer:
+        for path in inputs:
+            with Path(path).open(encoding="utf-8") as handle:
+                for line in handle:
+                    if not line.strip() or not line.endswith("\n"):
+                        continue
+                    record = json.loads(line)
+                    if record.get(key) in seen:
+                        dropped += 1
+                        continue
+                    seen.add(record.get(key))
+                    writer.write(record)
+                    kept += 1
+    return kept, dropped

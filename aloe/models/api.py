@@ -1,0 +1,248 @@
+"""API backends: OpenAI (and any OpenAI-compatible server), Anthropic, Cohere.
+
+A batch runs with bounded concurrency. Transient failures (429, 408/409, 5xx, timeouts, connection
+errors) are retried with exponential backoff, chosen by status code and exception type, never by
+message text; the SDKs' own retries are switched off so this is the one retry policy. Other client
+errors (400/401/403/404) fail at once with a message naming the spec and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+import httpx
+import tenacity
+from dotenv import load_dotenv
+
+from aloe.errors import ModelCallError, ModelSpecError
+from aloe.models.base import ChatModel, Message, Reply, SamplingParams, validate_messages
+
+load_dotenv(override=False)
+
+RETRYABLE_STATUS = {408, 409, 429}
+FIXES = {
+    401: "check the API key",
+    403: "the key lacks access to this model",
+    404: "check the model name (and --base-url for a compatible server)",
+    400: "the request was rejected; check the sampling options for this model",
+}
+
+
+def _status_of(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+class APIChatModel(ChatModel):
+    """Shared machinery; subclasses say how to build a client and make one call."""
+
+    key_env: str = ""
+    connection_errors: tuple[type[BaseException], ...] = (httpx.TimeoutException, httpx.TransportError)
+
+    def __init__(self, spec: str, model_name: str, *, concurrency: int = 8, max_retries: int = 6,
+                 timeout_s: float = 120.0, base_url: str | None = None, api_key: str | None = None,
+                 http_client: httpx.Client | None = None, backoff_initial_s: float = 1.0):
+        self.spec = spec
+        self.model_name = model_name
+        self.concurrency = max(1, concurrency)
+        self.max_retries = max(1, max_retries)
+        self.timeout_s = timeout_s
+        self.backoff_initial_s = backoff_initial_s
+        self.base_url = base_url
+        self.client = self._make_client(self._api_key(api_key), base_url, timeout_s, http_client)
+
+    @classmethod
+    def from_spec(cls, spec, resolved, options):
+        return cls(spec, resolved.target, concurrency=options.concurrency, max_retries=options.max_retries,
+                   timeout_s=options.timeout_s, base_url=options.base_url)
+
+    def _api_key(self, given: str | None) -> str:
+        key = given or os.environ.get(self.key_env)
+        if not key:
+            raise ModelSpecError(f"{self.spec} needs {self.key_env}: set it in the environment or in .env")
+        return key
+
+    def _make_client(self, api_key, base_url, timeout_s, http_client):
+        raise NotImplementedError
+
+    def _complete(self, messages: Sequence[Message], params: SamplingParams) -> Reply:
+        raise NotImplementedError
+
+    def describe(self):
+        return {"spec": self.spec, "model": self.model_name, "base_url": self.base_url}
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, self.connection_errors):
+            return True
+        status = _status_of(exc)
+        return status is not None and (status in RETRYABLE_STATUS or status >= 500)
+
+    def _call(self, messages: Sequence[Message], params: SamplingParams) -> Reply:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(self._is_transient),
+            wait=tenacity.wait_exponential_jitter(initial=self.backoff_initial_s, max=60),
+            stop=tenacity.stop_after_attempt(self.max_retries),
+            reraise=True,
+        )
+        start = time.perf_counter()
+        try:
+            reply = retrying(self._complete, messages, params)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one actionable error
+            raise self._explain(exc) from exc
+        reply.latency_s = time.perf_counter() - start
+        return reply
+
+    def _explain(self, exc: Exception) -> ModelCallError:
+        status = _status_of(exc)
+        if self._is_transient(exc):
+            what = f"HTTP {status}" if status else type(exc).__name__
+            return ModelCallError(f"{self.spec}: gave up after {self.max_retries} attempts ({what}); is the server reachable?")
+        if status is not None:
+            fix = FIXES.get(status, "see the provider's error")
+            if status == 401:
+                fix = f"check {self.key_env}"
+            return ModelCallError(f"{self.spec}: request failed with HTTP {status}: {fix}")
+        return ModelCallError(f"{self.spec}: {type(exc).__name__}: {exc}")
+
+    def generate(self, conversations, params, sample_indices=None, on_reply: Callable[[int, Reply], None] | None = None):
+        for conversation in conversations:
+            validate_messages(conversation)
+        replies: list[Reply | None] = [None] * len(conversations)
+        indices = list(sample_indices) if sample_indices is not None else [0] * len(conversations)
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = {
+                pool.submit(self._call, conv, _seeded(params, index)): position
+                for position, (conv, index) in enumerate(zip(conversations, indices))
+            }
+            try:
+                for future in as_completed(futures):
+                    position = futures[future]
+                    replies[position] = future.result()
+                    if on_reply is not None:
+                        on_reply(position, replies[position])
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return replies  # type: ignore[return-value]
+
+
+def _seeded(params: SamplingParams, sample_index: int) -> SamplingParams:
+    """Repeated samples of one prompt get distinct seeds, so they differ where the API honours seeds."""
+    if params.seed is None or sample_index == 0:
+        return params
+    return params.replace(seed=params.seed + sample_index)
+
+
+def _split_system(messages: Sequence[Message]) -> tuple[str | None, list[Message]]:
+    if messages and messages[0]["role"] == "system":
+        return messages[0]["content"], list(messages[1:])
+    return None, list(messages)
+
+
+class OpenAIChatModel(APIChatModel):
+    key_env = "OPENAI_API_KEY"
+
+    @classmethod
+    def from_spec(cls, spec, resolved, options):
+        base_url = options.base_url or os.environ.get("OPENAI_BASE_URL")
+        return cls(spec, resolved.target, concurrency=options.concurrency, max_retries=options.max_retries,
+                   timeout_s=options.timeout_s, base_url=base_url)
+
+    def _api_key(self, given):
+        # A self-hosted compatible server (vLLM, SGLang, transformers serve) needs no real key.
+        if self.base_url and not (given or os.environ.get(self.key_env)):
+            return "EMPTY"
+        return super()._api_key(given)
+
+    def _make_client(self, api_key, base_url, timeout_s, http_client):
+        import openai
+
+        self.connection_errors = (*APIChatModel.connection_errors, openai.APIConnectionError)
+        return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0,
+                             http_client=http_client)
+
+    def _complete(self, messages, params):
+        request = dict(model=self.model_name, messages=list(messages), temperature=params.temperature,
+                       top_p=params.top_p, max_tokens=params.max_new_tokens)
+        if params.seed is not None:
+            request["seed"] = params.seed
+        if params.stop:
+            request["stop"] = list(params.stop)
+        response = self.client.chat.completions.create(**request)
+        choice = response.choices[0]
+        usage = response.usage
+        return Reply(
+            text=(choice.message.content or "").strip(),
+            finish_reason="length" if choice.finish_reason == "length" else "stop",
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            model=response.model or self.model_name,
+        )
+
+
+class AnthropicChatModel(APIChatModel):
+    key_env = "ANTHROPIC_API_KEY"
+
+    def _make_client(self, api_key, base_url, timeout_s, http_client):
+        import anthropic
+
+        self.connection_errors = (*APIChatModel.connection_errors, anthropic.APIConnectionError)
+        return anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0,
+                                   http_client=http_client)
+
+    def _complete(self, messages, params):
+        system, rest = _split_system(messages)
+        request = dict(model=self.model_name, messages=rest, max_tokens=params.max_new_tokens,
+                       temperature=params.temperature)
+        if system is not None:
+            request["system"] = system
+        if params.top_p < 1.0:  # some Claude models refuse temperature and top_p together
+            request["top_p"] = params.top_p
+        if params.stop:
+            request["stop_sequences"] = list(params.stop)
+        response = self.client.messages.create(**request)
+        text = "".join(block.text for block in response.content if getattr(block, "type", "") == "text")
+        return Reply(
+            text=text.strip(),
+            finish_reason="length" if response.stop_reason == "max_tokens" else "stop",
+            prompt_tokens=response.usage.input_tokens,
+            completion_tokens=response.usage.output_tokens,
+            model=response.model,
+        )
+
+
+class CohereChatModel(APIChatModel):
+    key_env = "COHERE_API_KEY"
+
+    def _make_client(self, api_key, base_url, timeout_s, http_client):
+        import cohere
+
+        kwargs = dict(api_key=api_key, timeout=timeout_s, httpx_client=http_client)
+        if base_url:
+            kwargs["base_url"] = base_url
+        return cohere.ClientV2(**kwargs)
+
+    def _complete(self, messages, params):
+        request = dict(model=self.model_name, messages=list(messages), temperature=params.temperature,
+                       p=params.top_p, max_tokens=params.max_new_tokens,
+                       request_options={"max_retries": 0})
+        if params.seed is not None:
+            request["seed"] = params.seed
+        if params.stop:
+            request["stop_sequences"] = list(params.stop)
+        response = self.client.chat(**request)
+        text = "".join(getattr(part, "text", "") for part in (response.message.content or []))
+        tokens = getattr(response.usage, "tokens", None)
+        return Reply(
+            text=text.strip(),
+            finish_reason="length" if str(response.finish_reason).upper() == "MAX_TOKENS" else "stop",
+            prompt_tokens=int(getattr(tokens, "input_tokens", 0) or 0),
+            completion_tokens=int(getattr(tokens, "output_tokens", 0) or 0),
+            model=self.model_name,
+        )

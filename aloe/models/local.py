@@ -1,0 +1,146 @@
+"""Local transformers models: a whole batch goes through one `generate` call.
+
+Prompts are built with the model's own chat template, sorted by length and left-padded in chunks
+of `batch_size`; the reply is decoded from the new tokens only, so nothing depends on a model's
+template markers. Histories longer than the context are truncated from the left at whole messages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+
+from aloe.chat import truncate_left
+from aloe.errors import ModelSpecError
+from aloe.models.base import ChatModel, Message, Reply, SamplingParams, validate_messages
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> torch.dtype:
+    # bf16 on GPUs that have it; fp32 on CPU, where bf16 matmuls are slow and lossy.
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        raise ModelSpecError(f"{path} has no chat template: use an instruct/chat model or add a template to its tokenizer")
+    return tokenizer
+
+
+class LocalChatModel(ChatModel):
+    def __init__(self, spec: str, path: str, *, batch_size: int = 8, device: str | None = None,
+                 dtype: torch.dtype | None = None, model=None, tokenizer=None):
+        from transformers import AutoModelForCausalLM
+
+        self.spec = spec
+        self.path = str(path)
+        self.batch_size = max(1, batch_size)
+        self.device = device or default_device()
+        try:
+            self.tokenizer = tokenizer or load_tokenizer(self.path)
+            self.model = model or AutoModelForCausalLM.from_pretrained(
+                self.path, dtype=dtype or default_dtype(self.device)
+            )
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, ModelSpecError):
+                raise
+            raise ModelSpecError(f"cannot load model {spec!r} from {self.path}: {str(exc).splitlines()[0]}") from None
+        self.model.to(self.device).eval()
+        self.context_length = getattr(self.model.config, "max_position_embeddings", None) or 2048
+
+    @classmethod
+    def from_spec(cls, spec, resolved, options):
+        if resolved.backend == "embedded":
+            from aloe.embedded import embedded_chat_checkpoint
+
+            return cls(spec, str(embedded_chat_checkpoint()), batch_size=options.batch_size)
+        return cls(spec, resolved.target, batch_size=options.batch_size)
+
+    def describe(self):
+        import hashlib
+
+        template_hash = hashlib.sha256(self.tokenizer.chat_template.encode()).hexdigest()[:16]
+        return {"spec": self.spec, "path": self.path, "chat_template_sha256": template_hash}
+
+    def encode(self, messages: Sequence[Message], max_new_tokens: int) -> list[int]:
+        """Token ids of the prompt, its history cut from the left to leave room for the reply."""
+
+        def ids(msgs):
+            return self.tokenizer.apply_chat_template(list(msgs), add_generation_prompt=True, tokenize=True,
+                                                      return_dict=False)
+
+        limit = self.context_length - max_new_tokens
+        fitted = truncate_left(messages, lambda msgs: len(ids(msgs)), limit)
+        return ids(fitted)[-limit:]
+
+    @torch.inference_mode()
+    def generate(self, conversations, params: SamplingParams, sample_indices=None, on_reply=None):
+        for conversation in conversations:
+            validate_messages(conversation)
+        prompts = [self.encode(conv, params.max_new_tokens) for conv in conversations]
+        indices = list(sample_indices) if sample_indices is not None else [0] * len(prompts)
+        # Longest first: similar lengths share a chunk (little padding), and an out-of-memory shows at once.
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        replies: list[Reply | None] = [None] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            for position, reply in zip(chunk, self._generate_chunk([prompts[i] for i in chunk], params,
+                                                                    indices[chunk[0]])):
+                replies[position] = reply
+                if on_reply is not None:
+                    on_reply(position, reply)
+        return replies  # type: ignore[return-value]
+
+    def _generate_chunk(self, prompts: list[list[int]], params: SamplingParams, sample_index: int) -> list[Reply]:
+        pad_id = self.tokenizer.pad_token_id
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=self.device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        sampling = params.temperature > 0
+        if params.seed is not None:
+            torch.manual_seed(params.seed + sample_index)
+        kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=sampling, pad_token_id=pad_id)
+        if sampling:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        started = time.perf_counter()
+        output = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+        latency = time.perf_counter() - started
+        eos_ids = _eos_ids(self.model, self.tokenizer)
+        replies = []
+        for prompt, row in zip(prompts, output[:, width:].tolist()):
+            stop_at = next((i for i, tok in enumerate(row) if tok in eos_ids), None)
+            new_tokens = row if stop_at is None else row[:stop_at]
+            text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+            for stop in params.stop:
+                text = text.split(stop)[0]
+            hit_limit = stop_at is None and len(new_tokens) >= params.max_new_tokens
+            replies.append(Reply(text=text.strip(), finish_reason="length" if hit_limit else "stop",
+                                 prompt_tokens=len(prompt), completion_tokens=len(new_tokens),
+                                 latency_s=latency, model=self.path))
+        return replies
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    ids.add(tokenizer.eos_token_id)
+    ids.discard(None)
+    if tokenizer.pad_token_id is not None:
+        ids.add(tokenizer.pad_token_id)
+    return ids

@@ -1,0 +1,80 @@
+"""Schemas of every file the stages hand each other (DESIGN section 3)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Branch = Literal["preferred", "rejected"]
+
+
+class Record(BaseModel):
+    """A JSONL record: unknown keys are kept, so newer files pass through older code."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Persona(Record):
+    """One profile or personality in a persona pool."""
+
+    id: str
+    text: str = Field(min_length=1)
+    source: Literal["seed", "generated"] = "seed"
+    round: int = 0
+    max_similarity: float | None = None
+
+    @classmethod
+    def from_bare_string(cls, text: str) -> "Persona":
+        """The seed repository's pools hold one bare JSON string per line; its id is a content hash."""
+        return cls(id="p-" + hashlib.sha1(text.encode()).hexdigest()[:12], text=text, source="seed")
+
+
+class PairedReplies(Record):
+    preferred: str
+    rejected: str
+
+
+class Turn(Record):
+    """One user message and the two assistant replies made for it.
+
+    `chosen` names the reply the conversation continued with; files from the original
+    ALOE code lack it (None), and readers then treat `preferred` as the continuing branch.
+    """
+
+    user: str
+    assistant: PairedReplies
+    chosen: Branch | None = None
+    inferred_profile: str | None = None
+    inferred_personality: str | None = None
+
+    @property
+    def continued_reply(self) -> str:
+        return getattr(self.assistant, self.chosen or "preferred")
+
+
+class Conversation(Record):
+    """A tree-structured conversation: the continuing branch plus one sibling leaf per turn."""
+
+    id: str = ""
+    profile: str
+    personality: str
+    conversations: list[Turn] = Field(min_length=1)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("profile", "personality")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    def history_before(self, turn_index: int) -> list[dict[str, str]]:
+        """Chat messages along the continuing branch up to and including turn `turn_index`'s user message."""
+        messages: list[dict[str, str]] = []
+        for turn in self.conversations[:turn_index]:
+            messages.append({"role": "user", "content": turn.user})
+            messages.append({"role": "assistant", "content": turn.continued_reply})
+        messages.append({"role": "user", "content": self.conversations[turn_index].user})
+        return messages
