@@ -76,13 +76,22 @@ def existing_ids(path: str | os.PathLike) -> set[str]:
     if not path.exists():
         return set()
     ids = set()
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.endswith("\n") and line.strip():
-                record = json.loads(line)
-                if isinstance(record, dict) and "id" in record:
-                    ids.add(record["id"])
+    for _number, record in _complete_lines(path):
+        if isinstance(record, dict) and "id" in record:
+            ids.add(record["id"])
     return ids
+
+
+def _complete_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) of each finished line; a half-written last line is skipped."""
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip() or not line.endswith("\n"):
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RecordError(f"{path}:{number}: record: not valid JSON ({exc.msg})") from None
 
 
 class JsonlWriter:
@@ -122,10 +131,21 @@ def _drop_partial_last_line(path: Path) -> None:
     if not path.exists() or path.stat().st_size == 0:
         return
     with path.open("rb+") as handle:
-        data = handle.read()
-        if data.endswith(b"\n"):
-            return
-        handle.truncate(data.rfind(b"\n") + 1)
+        # Read backwards from the end only as far as the last newline: output files can be large.
+        end = handle.seek(0, os.SEEK_END)
+        position = end
+        while position > 0:
+            step = min(65536, position)
+            position -= step
+            handle.seek(position)
+            chunk = handle.read(step)
+            if position + step == end and chunk.endswith(b"\n"):
+                return
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                handle.truncate(position + newline + 1)
+                return
+        handle.truncate(0)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
@@ -139,19 +159,24 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 
 def merge_jsonl(inputs: Iterable[str | os.PathLike], output: str | os.PathLike, key: str = "id") -> tuple[int, int]:
     """Join shard outputs into one file, keeping the first record of each `key`. Returns (kept, dropped)."""
+    inputs = [Path(path) for path in inputs]
+    output = Path(output)
+    for path in inputs:
+        if not path.is_file():
+            raise RecordError(f"{path}: file not found")
+        if path.resolve() == output.resolve():
+            raise RecordError(f"{path}: the merge output cannot also be an input; choose another --output")
     seen: set[Any] = set()
     kept = dropped = 0
     with JsonlWriter(output, overwrite=True) as writer:
         for path in inputs:
-            with Path(path).open(encoding="utf-8") as handle:
-                for line in handle:
-                    if not line.strip() or not line.endswith("\n"):
-                        continue
-                    record = json.loads(line)
-                    if record.get(key) in seen:
-                        dropped += 1
-                        continue
-                    seen.add(record.get(key))
-                    writer.write(record)
-                    kept += 1
+            for number, record in _complete_lines(path):
+                if not isinstance(record, dict) or key not in record:
+                    raise RecordError(f"{path}:{number}: {key}: missing (every record needs one to merge)")
+                if record[key] in seen:
+                    dropped += 1
+                    continue
+                seen.add(record[key])
+                writer.write(record)
+                kept += 1
     return kept, dropped

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +57,177 @@ def tiny_model_dir(tmp_path_factory, embedded_checkpoint):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_chatty_model_dir(tmp_path_factory, embedded_checkpoint):
+    """Like `tiny_model_dir`, with larger random weights, so greedy replies are non-empty and differ by prompt.
+
+    The default initialisation (std 0.02) makes every prompt decode to the same newlines; with std 0.2
+    the replies are distinct gibberish, which is what order and equivalence checks need.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_checkpoint)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, initializer_range=0.2,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    path = tmp_path_factory.mktemp("tiny-chatty-llama")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@dataclass(frozen=True)
+class OpenAIServer:
+    """A running OpenAI-compatible server: `base_url` ends in /v1; `model` is what requests must name."""
+
+    base_url: str
+    model: str
+    log: Path
+
+    @property
+    def spec(self) -> str:
+        return f"openai:{self.model}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def openai_server(tmp_path_factory, tiny_chatty_model_dir):
+    """A real `transformers serve` on 127.0.0.1 serving `tiny_chatty_model_dir`, for OpenAI-path tests.
+
+    Yields an `OpenAIServer`: use `load_model(server.spec, ModelOptions(base_url=server.base_url))`
+    (no key is needed with a base URL). The server is pinned to the checkpoint (transformers serve's
+    FORCE_MODEL argument), so every request must name `server.model`, the checkpoint's path; the
+    replies are greedy-reproducible gibberish from a random model. Started once per session on a free
+    port with one torch thread (the machine is shared), ready when GET /health answers, stopped at the
+    end. If it cannot start, the test fails with the tail of the server log.
+    """
+    import httpx
+
+    executable = Path(sys.executable).with_name("transformers")
+    if not executable.exists():
+        pytest.fail(f"{executable} not found: install transformers[serving] (bash scripts/setup.sh)")
+    log = tmp_path_factory.mktemp("openai-server") / "server.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    for _attempt in range(3):  # another process may grab the free port before the server binds it
+        port = _free_port()
+        command = [str(executable), "serve", str(tiny_chatty_model_dir), "--host", "127.0.0.1",
+                   "--port", str(port), "--device", "cpu", "--log-level", "warning"]
+        with log.open("ab") as handle:
+            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180  # model loading can be slow on a busy 2-core machine
+        ready = False
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                ready = httpx.get(f"{base}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                ready = False
+            if ready:
+                break
+            time.sleep(0.25)
+        if ready:
+            break
+        process.terminate()
+        process.wait(timeout=10)
+    else:
+        pytest.fail(f"transformers serve did not become healthy; last log lines:\n{_log_tail(log)}")
+    try:
+        yield OpenAIServer(base_url=f"{base}/v1", model=str(tiny_chatty_model_dir), log=log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class ScriptedOpenAIServer:
+    """A stdlib HTTP server speaking OpenAI chat completions, answering from a script of status codes.
+
+    `script` is a list of HTTP statuses consumed one per request (200 once it runs out); a 200 answers
+    with a chat completion echoing the last user message. `requests` records every request body and
+    `headers` every request's headers (names lower-cased), so tests can count calls and inspect what was sent.
+    """
+
+    def __init__(self, script: list[int] | None = None, delay_s: float = 0.0):
+        self.script = list(script or [])
+        self.delay_s = delay_s
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, like a real provider
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall between headers and body
+
+            def do_POST(self):  # noqa: N802 - the stdlib's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with owner._lock:
+                    owner.requests.append(body)
+                    owner.headers.append({name.lower(): value for name, value in self.headers.items()})
+                    status = owner.script.pop(0) if owner.script else 200
+                if owner.delay_s:
+                    time.sleep(owner.delay_s)
+                if status == 200:
+                    payload = {
+                        "id": f"stub-{len(owner.requests)}", "object": "chat.completion", "created": 0,
+                        "model": body["model"],
+                        "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                            "role": "assistant", "content": "echo: " + body["messages"][-1]["content"]}}],
+                        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+                    }
+                else:
+                    payload = {"error": {"message": f"scripted {status}", "type": "stub", "code": status}}
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def openai_stub():
+    """Factory for `ScriptedOpenAIServer`s (closed after the test): `server = openai_stub([429, 200])`."""
+    servers = []
+
+    def start(script=None, delay_s=0.0):
+        servers.append(ScriptedOpenAIServer(script, delay_s))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()

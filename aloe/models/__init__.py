@@ -114,7 +114,8 @@ class ModelOptions:
     concurrency: int = 8
     base_url: str | None = None
     timeout_s: float = 120.0
-    max_retries: int = 6
+    max_retries: int = 6  # attempts per request, the first included
+    backoff_initial_s: float = 1.0  # first retry wait; doubles per attempt (capped at 60 s), plus jitter
 
 
 def load_model(spec: str, options: ModelOptions | None = None) -> ChatModel:

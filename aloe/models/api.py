@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import httpx
 import tenacity
@@ -46,7 +46,9 @@ class APIChatModel(ChatModel):
 
     def __init__(self, spec: str, model_name: str, *, concurrency: int = 8, max_retries: int = 6,
                  timeout_s: float = 120.0, base_url: str | None = None, api_key: str | None = None,
-                 http_client: httpx.Client | None = None, backoff_initial_s: float = 1.0):
+                 http_client=None, backoff_initial_s: float = 1.0):
+        """`http_client` replaces the SDK's own HTTP client (a proxy, or a test transport): an
+        `httpx.Client` for openai and cohere, an `httpx2.Client` for anthropic >= 2."""
         self.spec = spec
         self.model_name = model_name
         self.concurrency = max(1, concurrency)
@@ -59,7 +61,8 @@ class APIChatModel(ChatModel):
     @classmethod
     def from_spec(cls, spec, resolved, options):
         return cls(spec, resolved.target, concurrency=options.concurrency, max_retries=options.max_retries,
-                   timeout_s=options.timeout_s, base_url=options.base_url)
+                   timeout_s=options.timeout_s, base_url=options.base_url,
+                   backoff_initial_s=options.backoff_initial_s)
 
     def _api_key(self, given: str | None) -> str:
         key = given or os.environ.get(self.key_env)
@@ -85,7 +88,9 @@ class APIChatModel(ChatModel):
     def _call(self, messages: Sequence[Message], params: SamplingParams) -> Reply:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(self._is_transient),
-            wait=tenacity.wait_exponential_jitter(initial=self.backoff_initial_s, max=60),
+            # Jitter scales with the first wait, so many threads hitting one limit spread out.
+            wait=tenacity.wait_exponential_jitter(initial=self.backoff_initial_s, max=60,
+                                                  jitter=self.backoff_initial_s),
             stop=tenacity.stop_after_attempt(self.max_retries),
             reraise=True,
         )
@@ -114,21 +119,34 @@ class APIChatModel(ChatModel):
             validate_messages(conversation)
         replies: list[Reply | None] = [None] * len(conversations)
         indices = list(sample_indices) if sample_indices is not None else [0] * len(conversations)
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        error: BaseException | None = None
+        try:
             futures = {
                 pool.submit(self._call, conv, _seeded(params, index)): position
                 for position, (conv, index) in enumerate(zip(conversations, indices))
             }
-            try:
-                for future in as_completed(futures):
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    if future.exception() is not None:
+                        error = error or future.exception()
+                        continue
                     position = futures[future]
                     replies[position] = future.result()
                     if on_reply is not None:
                         on_reply(position, replies[position])
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+                if error is not None:
+                    # A lasting failure: start nothing more, but still hand over the replies of calls
+                    # already in flight, so a cache keeps what was paid for. (A cancelled future never
+                    # counts as done for `wait`, so it leaves the pending set here.)
+                    pending = {future for future in pending if not future.cancel()}
+        finally:
+            # On Ctrl-C, wait only for the calls in flight, not for the whole queue.
+            pool.shutdown(wait=True, cancel_futures=True)
+        if error is not None:
+            raise error
         return replies  # type: ignore[return-value]
 
 
@@ -152,7 +170,7 @@ class OpenAIChatModel(APIChatModel):
     def from_spec(cls, spec, resolved, options):
         base_url = options.base_url or os.environ.get("OPENAI_BASE_URL")
         return cls(spec, resolved.target, concurrency=options.concurrency, max_retries=options.max_retries,
-                   timeout_s=options.timeout_s, base_url=base_url)
+                   timeout_s=options.timeout_s, base_url=base_url, backoff_initial_s=options.backoff_initial_s)
 
     def _api_key(self, given):
         # A self-hosted compatible server (vLLM, SGLang, transformers serve) needs no real key.
@@ -198,12 +216,11 @@ class AnthropicChatModel(APIChatModel):
 
     def _complete(self, messages, params):
         system, rest = _split_system(messages)
-        request = dict(model=self.model_name, messages=rest, max_tokens=params.max_new_tokens,
-                       temperature=params.temperature)
+        # The Messages API of anthropic >= 2 takes no temperature, top_p or seed: the model samples as
+        # it is tuned to, so only the length and stop options apply (docs/models.md says so).
+        request = dict(model=self.model_name, messages=rest, max_tokens=params.max_new_tokens)
         if system is not None:
             request["system"] = system
-        if params.top_p < 1.0:  # some Claude models refuse temperature and top_p together
-            request["top_p"] = params.top_p
         if params.stop:
             request["stop_sequences"] = list(params.stop)
         response = self.client.messages.create(**request)

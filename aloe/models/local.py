@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from aloe.chat import truncate_left
-from aloe.errors import ModelSpecError
+from aloe.errors import ModelCallError, ModelSpecError
 from aloe.models.base import ChatModel, Message, Reply, SamplingParams, validate_messages
 
 
@@ -54,8 +54,6 @@ class LocalChatModel(ChatModel):
                 self.path, dtype=dtype or default_dtype(self.device)
             )
         except (OSError, ValueError) as exc:
-            if isinstance(exc, ModelSpecError):
-                raise
             raise ModelSpecError(f"cannot load model {spec!r} from {self.path}: {str(exc).splitlines()[0]}") from None
         self.model.to(self.device).eval()
         self.context_length = getattr(self.model.config, "max_position_embeddings", None) or 2048
@@ -82,6 +80,9 @@ class LocalChatModel(ChatModel):
                                                       return_dict=False)
 
         limit = self.context_length - max_new_tokens
+        if limit < 1:
+            raise ModelCallError(f"{self.spec}: max_new_tokens={max_new_tokens} leaves no room for the prompt in "
+                                 f"its {self.context_length}-token context; lower --max-new-tokens")
         fitted = truncate_left(messages, lambda msgs: len(ids(msgs)), limit)
         return ids(fitted)[-limit:]
 
@@ -127,9 +128,11 @@ class LocalChatModel(ChatModel):
             stop_at = next((i for i, tok in enumerate(row) if tok in eos_ids), None)
             new_tokens = row if stop_at is None else row[:stop_at]
             text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+            stopped = stop_at is not None
             for stop in params.stop:
-                text = text.split(stop)[0]
-            hit_limit = stop_at is None and len(new_tokens) >= params.max_new_tokens
+                if stop in text:
+                    text, stopped = text.split(stop)[0], True
+            hit_limit = not stopped and len(new_tokens) >= params.max_new_tokens
             replies.append(Reply(text=text.strip(), finish_reason="length" if hit_limit else "stop",
                                  prompt_tokens=len(prompt), completion_tokens=len(new_tokens),
                                  latency_s=latency, model=self.path))
