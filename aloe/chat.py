@@ -23,6 +23,15 @@ def truncate_left(messages: Sequence[Message], length: Callable[[Sequence[Messag
     return system + body
 
 
+def format_transcript(messages: Sequence[Message], user_label: str = "User", assistant_label: str = "Chatbot") -> str:
+    """A chat as labelled plain text for prompts that read a conversation (extractor, judges).
+
+    Labels come from each message's explicit role; system messages are not part of the chat.
+    """
+    labels = {"user": user_label, "assistant": assistant_label}
+    return "\n".join(f"{labels[m['role']]}: {m['content']}" for m in messages if m["role"] in labels)
+
+
 def flip_roles(messages: Sequence[Message]) -> list[Message]:
     """The same transcript seen from the other side (the simulated user's view of a chat)."""
     swap = {"user": "assistant", "assistant": "user"}

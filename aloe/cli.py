@@ -40,6 +40,13 @@ def cli_main(main: Callable[..., int | None]) -> Callable[..., int]:
     return wrapper
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors (bad choice, bad type) are AloeErrors: one line and exit 1 under cli_main."""
+
+    def error(self, message: str):
+        raise AloeError(f"{message} (see {self.prog} --help)")
+
+
 def add_model_args(parser: argparse.ArgumentParser, roles: Sequence[str] = (), default: str = "embedded") -> None:
     """--model plus one --<role>-model flag per role, each defaulting to --model."""
     group = parser.add_argument_group("models (spec: embedded, hf:<id-or-path>, a path, an alias, openai:/anthropic:/cohere:<model>)")

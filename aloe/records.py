@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Branch = Literal["preferred", "rejected"]
 
@@ -36,6 +37,33 @@ class PairedReplies(Record):
     rejected: str
 
 
+ReplySource = Literal["hinted", "plain"]
+
+
+class JudgedOrder(Record):
+    """One ask of the pairwise preference judge: which reply was shown as A and as B, and what it said."""
+
+    shown: list[ReplySource] = Field(min_length=2, max_length=2)  # [reply shown as A, reply shown as B]
+    raw: str
+    verdict: Literal["A", "B"] | None = None
+    reason: str | None = None  # why verdict is None
+
+
+class TurnJudgement(Record):
+    """The preference judge's verdicts for one turn, asked in both orders.
+
+    `outcome` is "agree" when both orders picked the same reply, "tie" when they disagreed and
+    "unparsed" when an order gave no verdict; `winner` is the reply that became `preferred`
+    (by agreement, or by the run's --on-tie rule) and `hinted` the branch holding the hinted reply.
+    """
+
+    orders: list[JudgedOrder]
+    outcome: Literal["agree", "tie", "unparsed"]
+    winner: ReplySource
+    resolved_by: str  # "agreement" or "on-tie:<rule>"
+    hinted: Branch
+
+
 class Turn(Record):
     """One user message and the two assistant replies made for it.
 
@@ -48,6 +76,7 @@ class Turn(Record):
     chosen: Branch | None = None
     inferred_profile: str | None = None
     inferred_personality: str | None = None
+    judge: TurnJudgement | None = None  # absent in files from the original ALOE code
 
     @property
     def continued_reply(self) -> str:
@@ -69,6 +98,15 @@ class Conversation(Record):
         if not value.strip():
             raise ValueError("must not be empty")
         return value
+
+    @model_validator(mode="after")
+    def _stable_id(self) -> "Conversation":
+        # Files from the original ALOE code carry no id: derive one from the content, so resume,
+        # merge and de-duplication work on them and the same record always gets the same id.
+        if not self.id:
+            content = json.dumps([self.profile, self.personality, [turn.user for turn in self.conversations]])
+            self.id = "conv-" + hashlib.sha1(content.encode()).hexdigest()[:12]
+        return self
 
     def history_before(self, turn_index: int) -> list[dict[str, str]]:
         """Chat messages along the continuing branch up to and including turn `turn_index`'s user message."""
