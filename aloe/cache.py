@@ -60,10 +60,11 @@ class CachedChatModel(ChatModel):
         self.model = model
         self.cache = cache
         self.spec = model.spec
+        self.identity = model.cache_identity()
 
     def generate(self, conversations, params, sample_indices=None, on_reply=None):
         indices = list(sample_indices) if sample_indices is not None else [0] * len(conversations)
-        keys = [cache_key(self.spec, conv, params, index) for conv, index in zip(conversations, indices)]
+        keys = [cache_key(self.identity, conv, params, index) for conv, index in zip(conversations, indices)]
         replies: list[Reply | None] = [self.cache.get(key) for key in keys]
         todo = [position for position, reply in enumerate(replies) if reply is None]
         if todo:
@@ -83,6 +84,9 @@ class CachedChatModel(ChatModel):
 
     def describe(self):
         return self.model.describe()
+
+    def cache_identity(self):
+        return self.identity
 
     def __getattr__(self, name):
         return getattr(self.model, name)

@@ -76,9 +76,11 @@ def test_cache_survives_reopening(stub_model, tmp_path):
     server, model, cache = stub_model(cache_path=path)
     first = model.generate(BATCH, GREEDY)
     cache.close()
-    server2, model2, cache2 = stub_model(cache_path=path)
+    cache2 = ResponseCache(path)
+    model2 = CachedChatModel(model.model, cache2)
+    server.requests.clear()
     again = model2.generate(BATCH, GREEDY)
-    assert server2.requests == []
+    assert server.requests == []
     assert [r.text for r in again] == [r.text for r in first]
     assert len(cache2) == 3
 
@@ -109,3 +111,23 @@ def test_local_backend_through_pool_and_cache(tiny_chatty_model_dir, tmp_path):
     assert calls == [3]
     assert [r.text for r in second] == [r.text for r in first] and all(r.cached for r in second)
     assert model.describe()["spec"] == spec
+
+
+def test_retrained_checkpoint_under_the_same_name_misses_the_cache(tiny_chatty_model_dir, tmp_path):
+    import shutil
+
+    from aloe.models import load_model
+
+    folder = tmp_path / "model_output" / "tiny_dpo"
+    shutil.copytree(tiny_chatty_model_dir, folder)
+    cache = ResponseCache(tmp_path / "responses.sqlite")
+    before = CachedChatModel(load_model(str(folder)), cache)
+    before.generate(BATCH, GREEDY)
+    # Training writes new weights into the same folder: replies from the old weights must not come back.
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())
+    after = CachedChatModel(load_model(str(folder)), cache)
+    assert after.cache_identity() != before.cache_identity()
+    assert not any(reply.cached for reply in after.generate(BATCH, GREEDY))
+    again = CachedChatModel(load_model(str(folder)), cache)
+    assert all(reply.cached for reply in again.generate(BATCH, GREEDY))

@@ -79,6 +79,10 @@ class APIChatModel(ChatModel):
     def describe(self):
         return {"spec": self.spec, "model": self.model_name, "base_url": self.base_url}
 
+    def cache_identity(self):
+        # The same model name on another server (vLLM, a local test server) gives other replies.
+        return f"{self.spec}@{self.base_url or ''}"
+
     def _is_transient(self, exc: BaseException) -> bool:
         if isinstance(exc, self.connection_errors):
             return True

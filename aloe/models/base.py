@@ -75,6 +75,10 @@ class ChatModel(ABC):
         """What provenance records about this model."""
         return {"spec": self.spec}
 
+    def cache_identity(self) -> str:
+        """What the response cache keys on besides the request: whatever changes the replies."""
+        return self.spec
+
 
 def validate_messages(messages: Sequence[Message]) -> None:
     """Roles are explicit and alternate; a batch that breaks this is a bug upstream, not a model error."""

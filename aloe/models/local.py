@@ -7,8 +7,10 @@ template markers. Histories longer than the context are truncated from the left 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -67,10 +69,16 @@ class LocalChatModel(ChatModel):
         return cls(spec, resolved.target, batch_size=options.batch_size)
 
     def describe(self):
-        import hashlib
-
         template_hash = hashlib.sha256(self.tokenizer.chat_template.encode()).hexdigest()[:16]
         return {"spec": self.spec, "path": self.path, "chat_template_sha256": template_hash}
+
+    def cache_identity(self):
+        # A folder retrained under the same name (model_output/embedded_dpo) must not replay old replies.
+        folder = Path(self.path)
+        files = sorted(f for f in folder.iterdir() if f.is_file()) if folder.is_dir() else []
+        stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        digest = hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]
+        return f"{self.spec}@{digest}"
 
     def encode(self, messages: Sequence[Message], max_new_tokens: int) -> list[int]:
         """Token ids of the prompt, its history cut from the left to leave room for the reply."""
