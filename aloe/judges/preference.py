@@ -1,0 +1,120 @@
+"""The pairwise preference judge: which of two replies would this user prefer?
+
+The judge is data: the prompt `preference_judge.txt` plus `parse_preference`, whose verdict format
+is machine-checkable (`[[A]]` or `[[B]]`). It is asked in both orders, so a position bias shows up
+as disagreement (a tie) instead of as a label. Raw outputs and the order shown are always kept.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aloe.chat import format_transcript
+from aloe.judges import Verdict
+from aloe.models.base import Message
+from aloe.prompts import render
+from aloe.records import JudgedOrder, ReplySource, TurnJudgement
+
+PROMPT = "preference_judge"
+ON_TIE_RULES = ("hinted", "skip", "random")
+# Each item is asked twice: hinted shown as A, then plain shown as A.
+ORDERS: tuple[tuple[ReplySource, ReplySource], ...] = (("hinted", "plain"), ("plain", "hinted"))
+
+_VERDICT = re.compile(r"\[\[\s*([AB])\s*\]\]", re.IGNORECASE)
+
+
+def parse_preference(text: str) -> Verdict[str]:
+    """`[[A]]` or `[[B]]` anywhere in the text (repeats allowed); anything else is unparsed with a reason."""
+    letters = {letter.upper() for letter in _VERDICT.findall(text)}
+    if len(letters) == 1:
+        return Verdict(letters.pop(), raw=text)
+    if not letters:
+        return Verdict(None, raw=text, reason="no [[A]] or [[B]] verdict in the judge's output")
+    return Verdict(None, raw=text, reason="both [[A]] and [[B]] in the judge's output")
+
+
+@dataclass(frozen=True)
+class PreferenceItem:
+    """What the judge sees for one turn: the true persona, the chat before it, and the two replies."""
+
+    profile: str
+    personality: str
+    history: tuple[Message, ...]  # the continuing branch before this turn's user message
+    user_message: str
+    hinted: str
+    plain: str
+
+
+def judge_messages(item: PreferenceItem, shown: Sequence[ReplySource]) -> list[Message]:
+    replies = {"hinted": item.hinted, "plain": item.plain}
+    prompt = render(
+        PROMPT,
+        profile=item.profile,
+        personality=item.personality,
+        transcript=format_transcript(item.history) or "(nothing yet: this is the first message)",
+        user_message=item.user_message,
+        reply_a=replies[shown[0]],
+        reply_b=replies[shown[1]],
+    )
+    return [{"role": "user", "content": prompt}]
+
+
+def judged_order(shown: Sequence[ReplySource], verdict: Verdict[str]) -> JudgedOrder:
+    return JudgedOrder(shown=list(shown), raw=verdict.raw, verdict=verdict.value, reason=verdict.reason)
+
+
+def picked(order: JudgedOrder) -> ReplySource | None:
+    """The reply an order's verdict points at, or None when it gave no verdict."""
+    if order.verdict is None:
+        return None
+    return order.shown[0] if order.verdict == "A" else order.shown[1]
+
+
+def combine(orders: Sequence[JudgedOrder], on_tie: str, rng: random.Random) -> TurnJudgement | None:
+    """One turn's judgement from both orders; None when `on_tie` is "skip" and the orders did not agree.
+
+    Agreement gives the label. A disagreement (tie) or a missing verdict is resolved by `on_tie`:
+    "hinted" prefers the hinted reply, "random" draws from `rng`, "skip" returns None.
+    """
+    if on_tie not in ON_TIE_RULES:
+        raise ValueError(f"on_tie must be one of {ON_TIE_RULES}, got {on_tie!r}")
+    picks = [picked(order) for order in orders]
+    if None in picks:
+        outcome = "unparsed"
+    elif len(set(picks)) == 1:
+        outcome = "agree"
+    else:
+        outcome = "tie"
+    if outcome == "agree":
+        winner, resolved_by = picks[0], "agreement"
+    elif on_tie == "skip":
+        return None
+    else:
+        winner = "hinted" if on_tie == "hinted" else rng.choice(["hinted", "plain"])
+        resolved_by = f"on-tie:{on_tie}"
+    return TurnJudgement(
+        orders=list(orders), outcome=outcome, winner=winner, resolved_by=resolved_by,
+        hinted="preferred" if winner == "hinted" else "rejected",
+    )
+
+
+class PreferenceJudge:
+    """Builds the judge prompts for a batch (both orders of every item, 2N prompts) and parses replies.
+
+    Calling the model is the caller's job, so one lockstep batch can hold every item's two asks.
+    """
+
+    prompt = PROMPT
+    orders = ORDERS
+
+    def asks(self, items: Sequence[PreferenceItem]) -> list[tuple[int, tuple[ReplySource, ReplySource], list[Message]]]:
+        """(item position, order shown, messages) for every order of every item, orders outermost."""
+        return [(position, shown, judge_messages(item, shown))
+                for shown in self.orders for position, item in enumerate(items)]
+
+    @staticmethod
+    def parse(text: str) -> Verdict[str]:
+        return parse_preference(text)

@@ -1,0 +1,60 @@
+"""Join the shard files of a sharded conversation run into one file, dropping duplicate ids.
+
+    python data_generation/merge.py --output runs/big/conversations.jsonl
+        (joins runs/big/conversations.shard-*-of-*.jsonl)
+    python data_generation/merge.py --output all.jsonl a.jsonl b.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from aloe.cli import ArgumentParser, cli_main
+from aloe.errors import RecordError
+from aloe.jsonl import iter_records, merge_jsonl
+from aloe.records import Conversation
+
+
+def shard_files(output: Path) -> list[Path]:
+    """The shard files generate_conversations.py writes for `output`, in shard order."""
+    pattern = re.compile(re.escape(output.stem) + r"\.shard-(\d+)-of-(\d+)" + re.escape(output.suffix) + "$")
+    found = [(int(m.group(2)), int(m.group(1)), path) for path in output.parent.glob(f"{output.stem}.shard-*")
+             if (m := pattern.match(path.name))]
+    return [path for _, _, path in sorted(found)]
+
+
+def check_inputs(paths: list[Path]) -> None:
+    """Every record must validate and carry an id: merging keys on it."""
+    for path in paths:
+        for _ in iter_records(path, Conversation):  # raises file:line: field: problem
+            pass
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip() and line.endswith("\n") and not json.loads(line).get("id"):
+                    raise RecordError(f"{path}:{number}: id: missing; merging needs ids "
+                                      "(files written by generate_conversations.py have them)")
+
+
+@cli_main
+def main(argv=None):
+    parser = ArgumentParser(description="Join conversation shard files, dropping duplicate ids.")
+    parser.add_argument("inputs", nargs="*", help="files to join (default: the shard files of --output)")
+    parser.add_argument("--output", required=True, help="merged file (overwritten)")
+    args = parser.parse_args(argv)
+    output = Path(args.output)
+    inputs = [Path(p) for p in args.inputs] or shard_files(output)
+    if not inputs:
+        raise RecordError(f"no input files given and no {output.stem}.shard-*-of-*{output.suffix} files "
+                          f"beside {output}")
+    if output.resolve() in {path.resolve() for path in inputs}:
+        raise RecordError(f"{output}: the output is also an input; write the merge to a new file")
+    check_inputs(inputs)
+    kept, dropped = merge_jsonl(inputs, output)
+    print(f"merged {len(inputs)} files into {output}: {kept} conversations, {dropped} duplicates dropped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
