@@ -1,0 +1,338 @@
+"""The ALOE benchmark end to end: lockstep engine, no persona leak, resume, shards, settings guard, report.
+
+The model under test is the real tiny llama (`tiny_model_dir`). The user simulator and judge are
+scripted ChatModel backends registered in the real model registry, so runs are fast and every score
+is known; one slow test runs the real embedded model in every role.
+"""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from aloe import models as model_registry
+from aloe.benchmark import AloeBenchmark, EvalRecord, RoleModels, RoleParams, ordered_pairs
+from aloe.models import load_model
+from aloe.models.base import ChatModel, Reply, SamplingParams
+from aloe.records import Persona
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
+import eval_aloe  # noqa: E402
+import report  # noqa: E402
+
+PROFILE_MARK = "Zorblatt"
+PERSONALITY_MARK = "Quixotically"
+INTERRUPT = {"after": None, "calls": 0}
+
+
+def _user_turn(messages) -> str:
+    # The simulator's own past messages are its `assistant` turns.
+    done = sum(message["role"] == "assistant" for message in messages)
+    return f"Turn {done + 1}: my sourdough starter finally bubbled today, how is your week?"
+
+
+def _score_of(messages) -> str:
+    digest = hashlib.sha256(messages[0]["content"].encode()).digest()
+    return f"Fits well enough.\n[[score: {1 + digest[0] % 5}]]"
+
+
+SCRIPTS = {
+    "user": _user_turn,
+    "judge": _score_of,
+    "mute": lambda messages: "What a lovely reply!",  # never gives a verdict
+}
+
+
+class ScriptedModel(ChatModel):
+    """A deterministic backend for the simulator and judge roles, loaded through the registry."""
+
+    def __init__(self, spec: str, script: str):
+        self.spec = spec
+        self.script = SCRIPTS[script]
+
+    @classmethod
+    def from_spec(cls, spec, resolved, options):
+        return cls(spec, resolved.target)
+
+    def generate(self, conversations, params, sample_indices=None, on_reply=None):
+        INTERRUPT["calls"] += 1
+        if INTERRUPT["after"] is not None and INTERRUPT["calls"] > INTERRUPT["after"]:
+            raise KeyboardInterrupt
+        replies = [Reply(text=self.script(list(c)), model=self.spec) for c in conversations]
+        for position, reply in enumerate(replies):
+            if on_reply:
+                on_reply(position, reply)
+        return replies
+
+
+class RecordingModel(ChatModel):
+    """Wraps the model under test and keeps every batch of messages it was given."""
+
+    def __init__(self, model: ChatModel):
+        self.model, self.spec = model, model.spec
+        self.batches, self.replies = [], []
+
+    def generate(self, conversations, params, sample_indices=None, on_reply=None):
+        self.batches.append([list(c) for c in conversations])
+        replies = self.model.generate(conversations, params, sample_indices, on_reply)
+        self.replies.append(replies)
+        return replies
+
+
+@pytest.fixture(autouse=True)
+def scripted_backend(monkeypatch):
+    monkeypatch.setitem(model_registry.BACKENDS, "scripted", f"{__name__}:ScriptedModel")
+    monkeypatch.setitem(INTERRUPT, "after", None)
+    monkeypatch.setitem(INTERRUPT, "calls", 0)
+
+
+@pytest.fixture
+def personas(tmp_path):
+    """3 profiles x 2 personalities carrying marker words that must never reach the model under test."""
+    profiles = tmp_path / "profiles.jsonl"
+    personalities = tmp_path / "personalities.jsonl"
+    profiles.write_text("".join(json.dumps({"id": f"prof-{i}", "text": f"{PROFILE_MARK} number {i} keeps bees in Oslo."})
+                                + "\n" for i in range(3)))
+    personalities.write_text("".join(json.dumps({"id": f"pers-{i}", "text": f"{PERSONALITY_MARK} cheerful, type {i}."})
+                                     + "\n" for i in range(2)))
+    return profiles, personalities
+
+
+def _args(tmp_path, personas, tiny, *extra, output="out/tiny.json"):
+    profiles, personalities = personas
+    return ["--model", f"hf:{tiny}", "--user-model", "scripted:user", "--judge-model", "scripted:judge",
+            "--profiles", str(profiles), "--personalities", str(personalities), "--max-new-tokens", "8",
+            "--bootstrap", "200", "--output", str(tmp_path / output), *extra]
+
+
+def _records(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def test_pair_order_covers_every_pair_once_and_prefixes_spread():
+    profiles = [Persona(id=f"p{i}", text=f"profile {i}") for i in range(20)]
+    personalities = [Persona(id=f"q{i}", text=f"personality {i}") for i in range(5)]
+    pairs = ordered_pairs(profiles, personalities)
+    keys = [(pair.profile.id, pair.personality.id) for pair in pairs]
+    assert len(set(keys)) == 100
+    assert len({pair.id for pair in pairs}) == 100
+    first5 = keys[:5]
+    assert len({p for p, _ in first5}) == 5 and len({q for _, q in first5}) == 5
+    first20 = keys[:20]
+    assert len({p for p, _ in first20}) == 20
+    assert ordered_pairs(profiles, personalities) == pairs  # deterministic
+
+
+def _engine(model, turns=3, user="scripted:user", judge="scripted:judge"):
+    params = RoleParams(model=SamplingParams(temperature=0.0, max_new_tokens=6),
+                        user=SamplingParams(max_new_tokens=16), judge=SamplingParams(temperature=0.0))
+    return AloeBenchmark(RoleModels(model=model, user=load_model(user), judge=load_model(judge)), params, turns, "h")
+
+
+def test_the_model_under_test_sees_only_the_conversation(tiny_model_dir, personas):
+    profiles = [Persona(id=f"p{i}", text=f"{PROFILE_MARK} {i} keeps bees.") for i in range(3)]
+    personalities = [Persona(id="q", text=f"{PERSONALITY_MARK} and shy.")]
+    model = RecordingModel(load_model(f"hf:{tiny_model_dir}"))
+    records: list[EvalRecord] = []
+    _engine(model).run(ordered_pairs(profiles, personalities), records.append)
+
+    assert len(model.batches) == 3  # lockstep: one call per turn, each holding every conversation
+    assert all(len(batch) == 3 for batch in model.batches)
+    for k, batch in enumerate(model.batches):
+        for messages, record in zip(batch, records):
+            assert [m["role"] for m in messages] == ["user", "assistant"] * k + ["user"]  # no system prompt
+            for m in messages:
+                assert PROFILE_MARK not in m["content"] and PERSONALITY_MARK not in m["content"]
+                assert "keeps bees" not in m["content"]
+            expected = []
+            for turn in record.turns[:k]:
+                expected += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.reply}]
+            expected.append({"role": "user", "content": record.turns[k].user})
+            assert messages == expected
+    assert all(len(record.turns) == 3 and all(t.judge.score is not None for t in record.turns) for record in records)
+
+
+def test_long_histories_are_cut_from_the_left_to_fit_the_context(tiny_model_dir):
+    local = load_model(f"hf:{tiny_model_dir}")
+    local.context_length = 60  # a few turns of the scripted user overflow this
+    model = RecordingModel(local)
+    profiles = [Persona(id="p", text="Keeps bees.")]
+    personalities = [Persona(id="q", text="Shy.")]
+    records = []
+    _engine(model, turns=4).run(ordered_pairs(profiles, personalities), records.append)
+    assert len(records[0].turns) == 4
+    prompt_tokens = [batch[0].prompt_tokens for batch in model.replies]
+    assert max(prompt_tokens) <= 60 - 6
+    assert len(model.batches[-1][0]) == 7  # the full history was offered; the backend cut it
+
+
+def test_end_to_end_result_plot_records_and_report(tiny_model_dir, personas, tmp_path, capsys):
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--limit", "4", "--turns", "2")) == 0
+    result = json.loads((tmp_path / "out/tiny.json").read_text())
+    assert (tmp_path / "out/tiny.png").stat().st_size > 1000
+    records = _records(tmp_path / "out/tiny.records.jsonl")
+    assert len(records) == 4 and all(len(r["turns"]) == 2 for r in records)
+    metrics = result["metrics"]
+    assert metrics["conversations"] == 4 and metrics["turns"] == 2
+    assert metrics["parsed"] == 8 and metrics["unparsed"] == 0
+    by_turn = [[r["turns"][k]["judge"]["score"] for r in records] for k in range(2)]
+    assert metrics["al"] == [pytest.approx(sum(s) / 4) for s in by_turn]
+    assert result["models"] == {"model": f"hf:{tiny_model_dir}", "user": "scripted:user", "judge": "scripted:judge"}
+    assert result["settings"]["turns"] == 2 and result["records"].endswith("tiny.records.jsonl")
+    assert set(result["provenance"]["prompts"]) >= {"alignment_judge", "alignment_judge_reminder", "user_simulator"}
+    assert "chat_template_sha256" in result["provenance"]["models"]["model"]
+    assert "tiny: 4 conversations x 2 turns" in capsys.readouterr().out
+
+    # a second model (here: the same weights at another temperature) and the comparison report
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--limit", "4", "--turns", "2",
+                                "--temperature", "0", output="out/greedy.json")) == 0
+    capsys.readouterr()
+    report_path = tmp_path / "report/compare.md"
+    assert report.main([str(tmp_path / "out/tiny.json"), str(tmp_path / "out/greedy.json"),
+                        "--output", str(report_path)]) == 0
+    table = report_path.read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0].startswith("| model | conversations | turns | AL(1) | AL(K) | mean AL | IR | N-IR | R²")
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| tiny", "| greedy"]
+    assert "100% (8/8)" in rows[1]
+    assert report_path.with_suffix(".png").stat().st_size > 1000
+    assert table in capsys.readouterr().out
+
+
+def test_a_judge_that_never_parses_finishes_the_run_and_reports_the_count(tiny_model_dir, personas, tmp_path, capsys):
+    args = _args(tmp_path, personas, tiny_model_dir, "--limit", "2", "--turns", "2")
+    args[args.index("scripted:judge")] = "scripted:mute"
+    assert eval_aloe.main(args) == 1
+    out = capsys.readouterr()
+    assert "0 scores parsed, 4 unparsed" in out.out
+    assert "no readable score (4 unparsed; first reason: no [[score: N]] verdict" in out.err
+    result = json.loads((tmp_path / "out/tiny.json").read_text())
+    assert result["metrics"]["parse_rate"] == 0.0 and result["metrics"]["al"] == [None, None]
+    turn = _records(tmp_path / "out/tiny.records.jsonl")[0]["turns"][0]["judge"]
+    assert turn["score"] is None and len(turn["attempts"]) == 2
+    assert turn["attempts"][0]["raw"] == "What a lovely reply!"
+
+
+def test_resume_after_interruption_gives_the_uninterrupted_result(tiny_model_dir, personas, tmp_path, monkeypatch):
+    extra = ("--limit", "3", "--turns", "2", "--group-size", "1")
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, *extra, output="full/tiny.json")) == 0
+
+    # Each group makes 2 turns x (1 user + 1 judge) scripted calls; stop in the middle of the second group.
+    monkeypatch.setitem(INTERRUPT, "calls", 0)
+    monkeypatch.setitem(INTERRUPT, "after", 6)
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, *extra, output="cut/tiny.json")) == 130
+    assert len(_records(tmp_path / "cut/tiny.records.jsonl")) == 1
+    monkeypatch.setitem(INTERRUPT, "after", None)
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, *extra, output="cut/tiny.json")) == 0
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, *extra, output="cut/tiny.json")) == 0  # no-op
+
+    full, resumed = _records(tmp_path / "full/tiny.records.jsonl"), _records(tmp_path / "cut/tiny.records.jsonl")
+    assert resumed == full  # same conversations, same replies and scores, no duplicates
+    metrics = [json.loads((tmp_path / d / "tiny.json").read_text())["metrics"] for d in ("full", "cut")]
+    assert metrics[0] == metrics[1]
+
+
+def test_a_larger_limit_extends_a_finished_run(tiny_model_dir, personas, tmp_path):
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--limit", "2", "--turns", "1")) == 0
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--limit", "5", "--turns", "1")) == 0
+    assert len(_records(tmp_path / "out/tiny.records.jsonl")) == 5
+    assert json.loads((tmp_path / "out/tiny.json").read_text())["metrics"]["conversations"] == 5
+
+
+def test_a_result_of_other_settings_is_refused_unless_overwrite(tiny_model_dir, personas, tmp_path, capsys):
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--limit", "2", "--turns", "2")) == 0
+    capsys.readouterr()
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--limit", "2", "--turns", "1")) == 1
+    line = _error_line(capsys)
+    assert "holds a result of other settings" in line and "turns 2 -> 1" in line and "--overwrite" in line
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--limit", "2", "--turns", "1",
+                                "--overwrite")) == 0
+    records = _records(tmp_path / "out/tiny.records.jsonl")
+    assert len(records) == 2 and all(len(r["turns"]) == 1 for r in records)
+
+
+def test_shards_merge_into_the_unsharded_result(tiny_model_dir, personas, tmp_path, capsys):
+    extra = ("--limit", "5", "--turns", "2", "--group-size", "1")
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, *extra, output="whole/tiny.json")) == 0
+    for shard in ("0/2", "1/2"):
+        assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, *extra, "--shard", shard,
+                                    output="split/tiny.json")) == 0
+    assert len(_records(tmp_path / "split/tiny.shard-0-of-2.records.jsonl")) == 3
+    capsys.readouterr()
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, *extra, "--merge", output="split/tiny.json")) == 0
+    assert "merged 2 shards" in capsys.readouterr().out
+    whole = {r["id"]: r for r in _records(tmp_path / "whole/tiny.records.jsonl")}
+    merged = {r["id"]: r for r in _records(tmp_path / "split/tiny.records.jsonl")}
+    assert merged == whole
+    results = [json.loads((tmp_path / d / "tiny.json").read_text()) for d in ("whole", "split")]
+    assert results[0]["metrics"]["al"] == results[1]["metrics"]["al"]
+    assert results[0]["metrics"]["ir"] == results[1]["metrics"]["ir"]
+
+
+def test_merge_without_every_shard_is_refused(tiny_model_dir, personas, tmp_path, capsys):
+    extra = ("--limit", "2", "--turns", "1")
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, *extra, "--shard", "1/3")) == 0
+    capsys.readouterr()
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, *extra, "--merge")) == 1
+    assert "shards 0, 2 of 3 have no finished result" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"--model": "nosuchbackend:thing"}, "unknown model spec prefix 'nosuchbackend'"),
+    ({"--judge-model": "./no/such/checkpoint"}, "model path not found"),
+    ({"--profiles": "missing/profiles.jsonl"}, "profiles.jsonl: file not found"),
+    ({"--turns": "0"}, "--turns must be at least 1, got 0"),
+    ({"--limit": "0"}, "--limit must be at least 1, got 0"),
+])
+def test_bad_input_is_one_line_and_a_non_zero_exit(tiny_model_dir, personas, tmp_path, capsys, change, message):
+    args = _args(tmp_path, personas, tiny_model_dir, "--turns", "2")
+    for flag, value in change.items():
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    assert eval_aloe.main(args) == 1
+    assert message in _error_line(capsys)
+    assert not (tmp_path / "out/tiny.records.jsonl").exists()
+
+
+def test_a_malformed_persona_file_names_file_and_line(tiny_model_dir, personas, tmp_path, capsys):
+    profiles, _ = personas
+    profiles.write_text(profiles.read_text() + '{"id": "x", "text": ""}\n')
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--turns", "1")) == 1
+    assert f"{profiles}:4: text:" in _error_line(capsys)
+
+
+def test_report_rejects_missing_and_foreign_files(tmp_path, capsys):
+    assert report.main([str(tmp_path / "none.json")]) == 1
+    assert "none.json: file not found" in _error_line(capsys)
+    foreign = tmp_path / "other.json"
+    foreign.write_text(json.dumps({"accuracy": 0.5}))
+    assert report.main([str(foreign), "--output", str(tmp_path / "r.md")]) == 1
+    assert "not an ALOE result" in _error_line(capsys)
+
+
+@pytest.mark.slow
+def test_embedded_model_in_every_role(tmp_path, capsys):
+    """The shipped personas with the real embedded model as model, simulator and judge."""
+    output = tmp_path / "aloe/embedded.json"
+    code = eval_aloe.main(["--model", "embedded", "--limit", "2", "--turns", "2", "--max-new-tokens", "24",
+                           "--user-max-new-tokens", "24", "--judge-max-new-tokens", "16", "--bootstrap", "100",
+                           "--output", str(output)])
+    result = json.loads(output.read_text())
+    metrics = result["metrics"]
+    # A 135M judge may fail the format; the run still finishes and counts what it could not read.
+    assert code == (0 if metrics["parsed"] else 1)
+    assert metrics["parsed"] + metrics["unparsed"] + metrics["missing"] == 4
+    assert output.with_suffix(".png").is_file()
+    assert result["models"] == {"model": "embedded", "user": "embedded", "judge": "embedded"}
+    assert all(len(record["turns"]) >= 1 for record in _records(tmp_path / "aloe/embedded.records.jsonl"))
