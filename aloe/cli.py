@@ -103,6 +103,14 @@ def shard_arg(text: str) -> tuple[int, int]:
     return index, count
 
 
+def shard_path(output: str | Path, shard: tuple[int, int] | None) -> Path:
+    """Where worker i of n writes: runs/x.jsonl -> runs/x.shard-i-of-n.jsonl (its merge step finds it there)."""
+    output = Path(output)
+    if shard is None:
+        return output
+    return output.with_name(f"{output.stem}.shard-{shard[0]}-of-{shard[1]}{output.suffix}")
+
+
 def take_shard(items: Sequence[T], shard: tuple[int, int] | None) -> list[T]:
     """Every n-th item starting at i: shards are disjoint and together cover the input."""
     if shard is None:

@@ -21,14 +21,12 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 from aloe.chat import format_transcript
 from aloe.errors import AloeError
 from aloe.judges import Verdict
 from aloe.judges.preference import ON_TIE_RULES, PreferenceItem, PreferenceJudge, combine, judged_order
-from aloe.jsonl import read_records
 from aloe.models.base import ChatModel, Message, SamplingParams
 from aloe.prompts import prompt_hash, render
 from aloe.records import Conversation, PairedReplies, Persona, Turn
@@ -51,11 +49,6 @@ class PersonaPair:
     id: str
     profile: Persona
     personality: Persona
-
-
-def load_persona_pool(path: str | Path) -> list[Persona]:
-    """A persona pool file: Persona records, or the seed repository's bare JSON strings."""
-    return read_records(path, Persona, Persona.from_bare_string)
 
 
 def pair_id(profile: Persona, personality: Persona) -> str:

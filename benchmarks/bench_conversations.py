@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from aloe.conversations import ConversationGenerator, GenerationSettings, RoleModels, load_persona_pool, pair_personas
+from aloe.conversations import ConversationGenerator, GenerationSettings, RoleModels, pair_personas
+from aloe.personas import load_pool
 from aloe.models import ModelOptions, SamplingParams, load_model
 from aloe.models.base import ChatModel
 
@@ -71,7 +72,7 @@ def main(argv=None):
     parser.add_argument("--personalities", default=str(ROOT / "datasets" / "seed_personalities.jsonl"))
     args = parser.parse_args(argv)
 
-    pairs = pair_personas(load_persona_pool(args.profiles), load_persona_pool(args.personalities),
+    pairs = pair_personas(load_pool(args.profiles), load_pool(args.personalities),
                           args.conversations, seed=0)
     model = load_model(args.model, ModelOptions(batch_size=args.batch_size))
     params = SamplingParams(temperature=0.7, max_new_tokens=args.max_new_tokens, seed=0)

@@ -62,12 +62,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from aloe.benchmark import AloeBenchmark, RoleModels, RoleParams, ordered_pairs
-    from aloe.conversations import load_persona_pool
+    from aloe.personas import load_pool
     from aloe.models import ModelOptions, SamplingParams, load_model
 
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "datasets", "aloe_eval")
-    pairs = ordered_pairs(load_persona_pool(os.path.join(root, "profiles.jsonl")),
-                          load_persona_pool(os.path.join(root, "personalities.jsonl")))[:args.conversations]
+    pairs = ordered_pairs(load_pool(os.path.join(root, "profiles.jsonl")),
+                          load_pool(os.path.join(root, "personalities.jsonl")))[:args.conversations]
     model = load_model(args.model, ModelOptions(batch_size=args.batch_size))
     # The defaults of evaluation/eval_aloe.py.
     params = RoleParams(model=SamplingParams(temperature=0.7, max_new_tokens=128, seed=0),

@@ -18,15 +18,16 @@ from pathlib import Path
 
 from aloe.cli import (
     ArgumentParser, add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params, shard_arg,
-    take_shard,
+    shard_path, take_shard,
 )
 from aloe.conversations import (
-    CONTINUE_RULES, PROMPTS, ROLES, ConversationGenerator, GenerationSettings, RoleModels, load_persona_pool,
+    CONTINUE_RULES, PROMPTS, ROLES, ConversationGenerator, GenerationSettings, RoleModels,
     pair_personas,
 )
 from aloe.errors import AloeError
 from aloe.judges.preference import ON_TIE_RULES
 from aloe.jsonl import JsonlWriter, existing_ids, write_json
+from aloe.personas import load_pool
 from aloe.provenance import provenance
 
 log = logging.getLogger("generate_conversations")
@@ -54,12 +55,6 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="start the output over instead of resuming")
     add_model_args(parser, roles=ROLES)
     return parser
-
-
-def shard_path(output: Path, shard: tuple[int, int] | None) -> Path:
-    if shard is None:
-        return output
-    return output.with_name(f"{output.stem}.shard-{shard[0]}-of-{shard[1]}{output.suffix}")
 
 
 def sidecar(output: Path, name: str) -> Path:
@@ -114,8 +109,8 @@ def main(argv=None):
     settings = GenerationSettings(turns=args.turns, continue_rule=args.continue_rule, on_tie=args.on_tie,
                                   seed=args.seed, max_attempts=args.max_attempts)
 
-    profiles = load_persona_pool(args.profiles)
-    personalities = load_persona_pool(args.personalities)
+    profiles = load_pool(args.profiles)
+    personalities = load_pool(args.personalities)
     pairs = take_shard(pair_personas(profiles, personalities, args.num_conversations, args.seed), args.shard)
     if args.overwrite and output.exists():
         output.unlink()

@@ -24,9 +24,9 @@ from aloe.benchmark import (
     plot_levels, prompt_hashes, read_eval_records, result_metrics, settings_hash,
 )
 from aloe.cli import add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params, shard_arg, take_shard
-from aloe.conversations import load_persona_pool
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, merge_jsonl, write_json
+from aloe.personas import load_pool
 from aloe.models import resolve_spec, short_name
 from aloe.provenance import provenance
 
@@ -209,8 +209,8 @@ def main(argv=None):
     if args.merge:
         return merge_shards(args, output, started)
 
-    profiles = load_persona_pool(args.profiles)
-    personalities = load_persona_pool(args.personalities)
+    profiles = load_pool(args.profiles)
+    personalities = load_pool(args.personalities)
     pairs = ordered_pairs(profiles, personalities)
     pairs = take_shard(pairs[:args.limit] if args.limit else pairs, args.shard)
     identity = identity_of(args, personas_hash(profiles, personalities))

@@ -17,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params, shard_arg
+from aloe.cli import (
+    ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params, shard_arg, shard_path,
+)
 from aloe.embeddings import NoveltyFilter, load_embedder
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, write_json
@@ -59,12 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.description += (" (--max-new-tokens defaults to --per-request x 120 tokens for profiles, x 90 for "
                            "personalities; --temperature to 0.8, the paper's)")
     return parser
-
-
-def shard_path(output: Path, shard: tuple[int, int] | None) -> Path:
-    if shard is None:
-        return output
-    return output.with_name(f"{output.stem}.shard-{shard[0]}-of-{shard[1]}{output.suffix}")
 
 
 def sidecar(output: Path, name: str) -> Path:

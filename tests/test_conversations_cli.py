@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import aloe.cli
-from aloe.conversations import load_persona_pool, pair_personas
+from aloe.conversations import pair_personas
+from aloe.personas import load_pool
 from aloe.errors import ModelCallError
 from aloe.jsonl import read_records
 from aloe.models import BACKENDS, ModelOptions
@@ -88,7 +89,7 @@ def test_end_to_end_with_a_tiny_model_then_stats(tmp_path, base_args, pools):
     output = tmp_path / "run" / "conversations.jsonl"
     assert generate.main([*base_args, "--num-conversations", "3", "--output", str(output)]) == 0
     records = read_records(output, Conversation)
-    expected = pair_personas(load_persona_pool(pools[0]), load_persona_pool(pools[1]), 3, seed=0)
+    expected = pair_personas(load_pool(pools[0]), load_pool(pools[1]), 3, seed=0)
     assert [r.id for r in records] == [p.id for p in expected]
     for record, pair in zip(records, expected):
         assert_valid_tree(record, 2)
@@ -181,7 +182,6 @@ def test_a_failed_mid_turn_call_is_retried_on_the_next_run_without_shifting_role
         assert_valid_tree(record, 2)
     # The re-run rebuilt the same chat from committed turns, so every call up to the failed one came from
     # the response cache: only the two judge asks of turn 2 reached the model.
-    retried = records[1]
     assert len(FlakyLocalModel.prompts) == 2 and all("[Reply A]" in p[-1]["content"] for p in FlakyLocalModel.prompts)
     # Before the failure the assistant saw exactly the committed chat: one message per role per turn.
     # (turn 2 of both conversations: the hinted and the plain prompt of each)
@@ -197,7 +197,7 @@ def test_shards_split_the_pairs_and_merge_joins_them(tmp_path, base_args, pools,
     assert [p.name for p in shard_files] == ["conversations.shard-0-of-2.jsonl", "conversations.shard-1-of-2.jsonl"]
     assert [len(lines(p)) for p in shard_files] == [2, 1]
     assert merge.main(["--output", str(output)]) == 0
-    expected = pair_personas(load_persona_pool(pools[0]), load_persona_pool(pools[1]), 3, seed=0)
+    expected = pair_personas(load_pool(pools[0]), load_pool(pools[1]), 3, seed=0)
     assert sorted(r["id"] for r in lines(output)) == sorted(p.id for p in expected)
     again = tmp_path / "again.jsonl"
     capsys.readouterr()
