@@ -26,6 +26,7 @@ from aloe.records import Persona
 @dataclass(frozen=True)
 class PersonaKind:
     name: str
+    plural: str  # file and summary names: profiles.jsonl, personalities.jsonl
     prompt: str  # prompt file under aloe/prompts/
     min_words: int
     max_words: int
@@ -36,8 +37,8 @@ class PersonaKind:
 KINDS = {
     # Seeds run 60-96 words (profiles) and 40-73 (personalities); the bounds leave room for
     # terser or wordier models while dropping fragments and run-on text.
-    "profile": PersonaKind("profile", "persona_profile", 25, 200, 120, "datasets/seed_profiles.jsonl"),
-    "personality": PersonaKind("personality", "persona_personality", 15, 150, 90, "datasets/seed_personalities.jsonl"),
+    "profile": PersonaKind("profile", "profiles", "persona_profile", 25, 200, 120, "datasets/seed_profiles.jsonl"),
+    "personality": PersonaKind("personality", "personalities", "persona_personality", 15, 150, 90, "datasets/seed_personalities.jsonl"),
 }
 
 

@@ -88,7 +88,7 @@ def main(argv=None):
         raise AloeError(f"--min-words {min_words} is more than --max-words {max_words}")
     if args.max_new_tokens is None:
         args.max_new_tokens = args.per_request * kind.tokens_per_persona
-    output = shard_path(Path(args.output or f"runs/personas/{args.kind}s.jsonl"), args.shard)
+    output = shard_path(Path(args.output or f"runs/personas/{KINDS[args.kind].plural}.jsonl"), args.shard)
     shard_index, shard_count = args.shard or (0, 1)
     if args.shard is not None and args.cache is None:
         # One cache per worker: shards on one machine never wait on each other's SQLite lock.
@@ -166,7 +166,7 @@ def summary(args, output: Path, pool_size: int, target: int, seeds: int, added: 
     parsed = sum(entry["parsed"] for entry in rounds)
     novel = sum(entry["novel"] for entry in rounds)
     rate = f"{novel}/{parsed} parsed candidates novel ({100 * novel / parsed:.1f}%)" if parsed else "no candidates parsed"
-    head = (f"{args.kind}s: pool {pool_size}/{target} in {output} ({seeds} seeds, "
+    head = (f"{KINDS[args.kind].plural}: pool {pool_size}/{target} in {output} ({seeds} seeds, "
             f"{pool_size - seeds} generated, {added} added by this run in {len(rounds)} rounds; {rate}; {elapsed:.0f}s)")
     if pool_size >= target:
         return f"{head}: target reached"
