@@ -15,6 +15,8 @@ from aloe.models.base import ChatModel, Reply
 from aloe.records import Conversation, Persona
 from aloe.simulation import user_simulator_messages
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # ---------------------------------------------------------------- extractor parsing
 
 
@@ -137,17 +139,6 @@ class FirstShownJudge(ChatModel):
 
     def generate(self, conversations, params, sample_indices=None, on_reply=None):
         return [Reply(text="[[A]]") for _ in conversations]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # A tiny model gains nothing from intra-op threads, and on a shared CPU they oversubscribe it.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@ from aloe.models.local import LocalChatModel
 from aloe.prompts import render
 from aloe.records import Conversation
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,17 +30,6 @@ def script(name):
 
 
 generate, merge, stats = (script(name) for name in ("generate_conversations", "merge", "dataset_stats"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # A tiny model gains nothing from intra-op threads, and on a shared CPU they oversubscribe it.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ from aloe.chat import flip_roles, truncate_left
 from aloe.errors import ModelCallError, ModelSpecError
 from aloe.models import ModelOptions, SamplingParams, load_model
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=10)
 
 
@@ -21,17 +23,6 @@ def conversations():
          {"role": "user", "content": "what about biscuits and cake on a rainy afternoon?"}],
         [{"role": "user", "content": "ok then, see you tomorrow"}],
     ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy shared CPU extra threads stall each other."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

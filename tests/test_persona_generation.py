@@ -14,6 +14,8 @@ from aloe.embeddings import NoveltyFilter, load_embedder, max_similarity
 from aloe.jsonl import JsonlWriter
 from aloe.personas import load_pool
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SEEDS = [
@@ -36,17 +38,6 @@ def load_script(name):
 generate = load_script("generate_personas")
 merge = load_script("merge_pools")
 stats = load_script("pool_stats")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # On a shared 2-core machine two busy-waiting torch threads run a tiny model ~10x slower than one.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
