@@ -245,14 +245,12 @@ def first_unparsed_reason(records: Sequence[EvalRecord]) -> str | None:
 
 def plot_levels(curves: Sequence[tuple[str, dict]], path: str | Path, title: str = "ALOE alignment level per turn") -> Path:
     """One line per (label, metrics) with its bootstrap band: AL(k) against turn k, on the 1-5 scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from aloe.plots import pyplot, save_figure
+
+    plt = pyplot()
+
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     for label, metrics in curves:
         rows = [row for row in metrics["per_turn"] if row["al"] is not None]
@@ -271,8 +269,4 @@ def plot_levels(curves: Sequence[tuple[str, dict]], path: str | Path, title: str
     if curves:
         axes.legend(loc="best", fontsize="small")
     figure.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    figure.savefig(tmp, dpi=120)
-    plt.close(figure)
-    tmp.replace(path)
-    return path
+    return save_figure(figure, path)

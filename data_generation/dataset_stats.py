@@ -83,10 +83,9 @@ def compute_stats(conversations: list[Conversation]) -> dict:
 
 
 def plot_stats(stats: dict, conversations: list[Conversation], path: Path) -> None:
-    import matplotlib
+    from aloe.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axes = plt.subplots(2, 2, figsize=(11, 8))
     turns = [row["turn"] for row in stats["per_turn"]]
@@ -110,9 +109,7 @@ def plot_stats(stats: dict, conversations: list[Conversation], path: Path) -> No
     axes[1, 1].set(title="Judge: both orders", ylabel="turns")
     figure.suptitle(f"{stats['conversations']} conversations, {stats['turns']} turns")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)
 
 
 @cli_main

@@ -80,10 +80,9 @@ def pool_stats(texts: list[str], vectors: np.ndarray) -> dict:
 
 
 def plot(results: dict[str, dict], path: Path) -> None:
-    import matplotlib
+    from aloe.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axes = plt.subplots(figsize=(7, 4))
     for name, stats in results.items():
@@ -94,9 +93,7 @@ def plot(results: dict[str, dict], path: Path) -> None:
     axes.set_ylabel("personas")
     axes.legend(fontsize=8)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 @cli_main
