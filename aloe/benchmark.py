@@ -202,30 +202,71 @@ class AloeBenchmark:
             state.turns.append(EvalTurn(turn=k + 1, user=message, reply=reply.text, finish_reason=reply.finish_reason,
                                         reply_tokens=reply.completion_tokens, judge=score))
 
-    def judge(self, items: Sequence[tuple[PersonaPair, str, str]]) -> list[TurnScore]:
-        """Scores for (pair, user message, reply) items: one batch, then one reminder batch for the unparsed."""
+    def judge(self, items: Sequence[tuple[PersonaPair, str, str]],
+              earlier: Sequence[list[Verdict[int]]] | None = None) -> list[TurnScore]:
+        """Scores for (pair, user message, reply) items: one batch, then one reminder batch for the unparsed.
+
+        `earlier` holds each item's asks from a previous run; they are kept, and their count is the new
+        ask's sample index, so a re-ask is a fresh sample rather than a replay from the response cache.
+        """
         prompts = [score_judge.judge_messages(pair.profile.text, pair.personality.text, message, reply)
                    for pair, message, reply in items]
-        attempts: list[list[Verdict[int]]] = [[] for _ in items]
-        for reply, history in zip(self._generate(self.models.judge, prompts, self.params.judge), attempts):
+        attempts: list[list[Verdict[int]]] = [list(history) for history in earlier] if earlier else [[] for _ in items]
+        asks = [len(history) for history in attempts]
+        for reply, history in zip(self._generate(self.models.judge, prompts, self.params.judge, asks), attempts):
             history.append(score_judge.parse_score(reply.text))
         retry = [i for i, history in enumerate(attempts) if not history[-1].parsed]
         reminders = [score_judge.reminder_messages(prompts[i], attempts[i][-1]) for i in retry]
-        for position, reply in zip(retry, self._generate(self.models.judge, reminders, self.params.judge)):
+        for position, reply in zip(retry, self._generate(self.models.judge, reminders, self.params.judge,
+                                                         [asks[i] for i in retry])):
             attempts[position].append(score_judge.parse_score(reply.text))
         return [TurnScore(**score_judge.ScoreJudgement(history).as_dict()) for history in attempts]
 
+    def rejudge(self, records: Sequence[EvalRecord]) -> list[EvalRecord]:
+        """Ask the judge again about every stored turn without a score; returns the records that changed.
+
+        Stored raw outputs are first re-read with the current parser (free); only turns that still hold
+        no score cost new calls, all of them in one batch.
+        """
+        changed: dict[str, EvalRecord] = {}
+        todo: list[tuple[EvalRecord, EvalTurn, list[Verdict[int]]]] = []
+        for record in records:
+            for turn in record.turns:
+                if turn.judge.score is not None:
+                    continue
+                verdicts = [score_judge.parse_score(attempt.raw) for attempt in turn.judge.attempts]
+                first_parsed = next((i for i, verdict in enumerate(verdicts) if verdict.parsed), None)
+                if first_parsed is not None:
+                    turn.judge = TurnScore(**score_judge.ScoreJudgement(verdicts[:first_parsed + 1]).as_dict())
+                    changed[record.id] = record
+                else:
+                    todo.append((record, turn, verdicts))
+        if todo:
+            pairs = {record.id: _pair_of(record) for record, _, _ in todo}
+            scores = self.judge([(pairs[record.id], turn.user, turn.reply) for record, turn, _ in todo],
+                                [verdicts for _, _, verdicts in todo])
+            for (record, turn, _), score in zip(todo, scores):
+                turn.judge = score
+                changed[record.id] = record
+        return list(changed.values())
+
     @staticmethod
-    def _generate(model: ChatModel, prompts: list[list[Message]], params: SamplingParams) -> list[Reply]:
+    def _generate(model: ChatModel, prompts: list[list[Message]], params: SamplingParams,
+                  sample_indices: list[int] | None = None) -> list[Reply]:
         if not prompts:
             return []
-        return model.generate(prompts, params)
-
+        return model.generate(prompts, params, sample_indices)
     def _record(self, state: _State) -> EvalRecord:
         pair = state.pair
         return EvalRecord(id=pair.id, profile_id=pair.profile.id, personality_id=pair.personality.id,
                           profile=pair.profile.text, personality=pair.personality.text,
                           turns=state.turns, stopped=state.stopped, settings_hash=self.run_hash)
+
+
+def _pair_of(record: EvalRecord) -> PersonaPair:
+    profile = Persona(id=record.profile_id, text=record.profile)
+    personality = Persona(id=record.personality_id, text=record.personality)
+    return PersonaPair(record.id, profile, personality)
 
 
 # ---------------------------------------------------------------- results

@@ -157,6 +157,15 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def rewrite_jsonl(path: str | os.PathLike, records: Iterable[BaseModel | dict[str, Any]]) -> None:
+    """Replace a JSONL file's contents atomically (temp file + rename): an interruption keeps the old file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with JsonlWriter(tmp, overwrite=True) as writer:
+        writer.write_all(records)
+    os.replace(tmp, path)
+
+
 def merge_jsonl(inputs: Iterable[str | os.PathLike], output: str | os.PathLike, key: str = "id") -> tuple[int, int]:
     """Join shard outputs into one file, keeping the first record of each `key`. Returns (kept, dropped)."""
     inputs = [Path(path) for path in inputs]

@@ -25,7 +25,7 @@ from aloe.benchmark import (
 )
 from aloe.cli import add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params, shard_arg, take_shard
 from aloe.errors import AloeError
-from aloe.jsonl import JsonlWriter, merge_jsonl, write_json
+from aloe.jsonl import JsonlWriter, merge_jsonl, rewrite_jsonl, write_json
 from aloe.personas import load_pool
 from aloe.models import resolve_spec, short_name
 from aloe.provenance import provenance
@@ -237,11 +237,14 @@ def main(argv=None):
         raise AloeError(f"{paths['records']} holds {len(foreign)} conversations run with other settings; "
                         "pass --overwrite to start over or choose another --output")
     pending = [pair for pair in pairs if pair.id not in records]
+    # DESIGN: a verdict the judge left unparsed is asked again on the next run, never stored as a number.
+    unscored = [records[pair.id] for pair in pairs if pair.id in records
+                and any(turn.judge.score is None for turn in records[pair.id].turns)]
     log.info("%d conversations: %d already in %s, %d to evaluate", len(pairs), len(pairs) - len(pending),
              paths["records"], len(pending))
 
     described = {role: {"spec": spec} for role, spec in specs.items()}
-    if pending:
+    if pending or unscored:
         pool = model_pool(args, paths["result"])
         models = RoleModels(**{role: pool.get(spec) for role, spec in specs.items()})
         described = {role: getattr(models, role).describe() for role in ROLES}
@@ -251,6 +254,14 @@ def main(argv=None):
             judge=sampling_params(args, temperature=args.judge_temperature, max_new_tokens=args.judge_max_new_tokens),
         )
         engine = AloeBenchmark(models, params, args.turns, run_hash, max_attempts=args.max_attempts)
+    if unscored:
+        before = sum(turn.judge.score is None for record in unscored for turn in record.turns)
+        changed = engine.rejudge(unscored)
+        rewrite_jsonl(paths["records"], [records[record_id] for record_id in records])
+        after = sum(turn.judge.score is None for record in unscored for turn in record.turns)
+        log.info("asked the judge again about %d unscored turns from the last run: %d now scored (%d conversations "
+                 "updated in %s)", before, before - after, len(changed), paths["records"])
+    if pending:
         with JsonlWriter(paths["records"]) as writer:
 
             def finish(record):

@@ -25,6 +25,7 @@ import report  # noqa: E402
 PROFILE_MARK = "Zorblatt"
 PERSONALITY_MARK = "Quixotically"
 INTERRUPT = {"after": None, "calls": 0}
+FLAKY = {"mute": True, "sample_indices": []}  # the "flaky" judge gives no verdict while muted
 
 
 def _user_turn(messages) -> str:
@@ -42,6 +43,7 @@ SCRIPTS = {
     "user": _user_turn,
     "judge": _score_of,
     "mute": lambda messages: "What a lovely reply!",  # never gives a verdict
+    "flaky": lambda messages: "What a lovely reply!" if FLAKY["mute"] else _score_of(messages),
 }
 
 
@@ -58,6 +60,8 @@ class ScriptedModel(ChatModel):
 
     def generate(self, conversations, params, sample_indices=None, on_reply=None):
         INTERRUPT["calls"] += 1
+        if self.spec == "scripted:flaky":
+            FLAKY["sample_indices"].append(list(sample_indices) if sample_indices is not None else None)
         if INTERRUPT["after"] is not None and INTERRUPT["calls"] > INTERRUPT["after"]:
             raise KeyboardInterrupt
         replies = [Reply(text=self.script(list(c)), model=self.spec) for c in conversations]
@@ -86,6 +90,8 @@ def scripted_backend(monkeypatch):
     monkeypatch.setitem(model_registry.BACKENDS, "scripted", f"{__name__}:ScriptedModel")
     monkeypatch.setitem(INTERRUPT, "after", None)
     monkeypatch.setitem(INTERRUPT, "calls", 0)
+    monkeypatch.setitem(FLAKY, "mute", True)
+    monkeypatch.setitem(FLAKY, "sample_indices", [])
 
 
 @pytest.fixture
@@ -220,6 +226,50 @@ def test_a_judge_that_never_parses_finishes_the_run_and_reports_the_count(tiny_m
     turn = _records(tmp_path / "out/tiny.records.jsonl")[0]["turns"][0]["judge"]
     assert turn["score"] is None and len(turn["attempts"]) == 2
     assert turn["attempts"][0]["raw"] == "What a lovely reply!"
+
+
+def test_unparsed_scores_are_asked_again_on_the_next_run(tiny_model_dir, personas, tmp_path, capsys):
+    args = _args(tmp_path, personas, tiny_model_dir, "--limit", "2", "--turns", "2")
+    args[args.index("scripted:judge")] = "scripted:flaky"
+    assert eval_aloe.main(args) == 1  # the judge gave nothing readable
+    first = _records(tmp_path / "out/tiny.records.jsonl")
+    assert FLAKY["sample_indices"] == [[0, 0], [0, 0], [0, 0], [0, 0]]  # per turn: the ask, then the reminder
+
+    FLAKY["mute"], FLAKY["sample_indices"] = False, []
+    capsys.readouterr()
+    assert eval_aloe.main(args) == 0
+    assert "4 scores parsed, 0 unparsed" in capsys.readouterr().out
+    # One batch for the 4 unscored turns, as the third ask of each: a fresh sample, not a cache replay.
+    assert FLAKY["sample_indices"] == [[2, 2, 2, 2]]
+    second = _records(tmp_path / "out/tiny.records.jsonl")
+    assert [r["id"] for r in second] == [r["id"] for r in first]  # rewritten in place, nothing duplicated
+    for old, new in zip(first, second):
+        assert [(t["user"], t["reply"]) for t in new["turns"]] == [(t["user"], t["reply"]) for t in old["turns"]]
+        for turn in new["turns"]:
+            judge = turn["judge"]
+            assert judge["score"] in range(1, 6) and judge["reason"] is None
+            assert [a["raw"] for a in judge["attempts"][:2]] == ["What a lovely reply!"] * 2  # the old asks stay
+            assert len(judge["attempts"]) == 3
+    result = json.loads((tmp_path / "out/tiny.json").read_text())
+    assert result["metrics"]["parse_rate"] == 1.0
+
+    FLAKY["sample_indices"] = []
+    assert eval_aloe.main(args) == 0
+    assert FLAKY["sample_indices"] == []  # nothing left to ask
+
+
+def test_rejudge_rereads_stored_outputs_before_asking_again(tiny_model_dir):
+    judge = RecordingModel(load_model("scripted:judge"))
+    engine = _engine(load_model(f"hf:{tiny_model_dir}"), judge="scripted:judge")
+    engine.models.judge = judge
+    stored = {"score": None, "reason": "no verdict (after 1 asks)",
+              "attempts": [{"raw": "Lovely.\n[[Score: 4/5]]", "score": None, "reason": "an older parser failed"}]}
+    record = EvalRecord.model_validate({
+        "id": "pair-1", "profile_id": "p", "personality_id": "q", "profile": "keeps bees", "personality": "terse",
+        "settings_hash": "h", "turns": [{"turn": 1, "user": "hi", "reply": "hello", "judge": stored}]})
+    assert engine.rejudge([record]) == [record]
+    assert record.turns[0].judge.score == 4 and len(record.turns[0].judge.attempts) == 1
+    assert judge.batches == []  # the current parser read the stored text: no new call
 
 
 def test_resume_after_interruption_gives_the_uninterrupted_result(tiny_model_dir, personas, tmp_path, monkeypatch):
