@@ -56,6 +56,8 @@ def add_model_args(parser: argparse.ArgumentParser, roles: Sequence[str] = (), d
     group.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (default: $OPENAI_BASE_URL)")
     group.add_argument("--batch-size", type=positive_int, default=8, help="local models: conversations per generate call")
     group.add_argument("--concurrency", type=positive_int, default=8, help="API models: requests in flight at once")
+    group.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
+                       help="local models: generation dtype (auto: bf16 on GPUs and on CPUs with native bf16, else fp32)")
     group.add_argument("--max-new-tokens", type=positive_int, default=256)
     group.add_argument("--temperature", type=float, default=0.7)
     group.add_argument("--top-p", type=float, default=1.0)
@@ -78,7 +80,8 @@ def model_pool(args: argparse.Namespace, output: str | Path) -> ModelPool:
     """A pool that loads each spec once, with the run's response cache unless --no-cache."""
     from aloe.cache import ResponseCache
 
-    options = ModelOptions(batch_size=args.batch_size, concurrency=args.concurrency, base_url=args.base_url)
+    options = ModelOptions(batch_size=args.batch_size, concurrency=args.concurrency, base_url=args.base_url,
+                           dtype=args.dtype)
     cache = None
     if not args.no_cache:
         cache = ResponseCache(args.cache or Path(output).parent / "responses.sqlite")

@@ -65,6 +65,8 @@ def main(argv=None):
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32, help="lockstep: prompts per forward pass")
+    parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="local generation dtype (auto: bf16 where the hardware has it)")
     parser.add_argument("--baseline-conversations", type=int, default=None,
                         help="time the one-at-a-time mode on this many conversations and scale linearly to "
                              "--conversations (it runs them strictly one after another); default: all")
@@ -74,7 +76,7 @@ def main(argv=None):
 
     pairs = pair_personas(load_pool(args.profiles), load_pool(args.personalities),
                           args.conversations, seed=0)
-    model = load_model(args.model, ModelOptions(batch_size=args.batch_size))
+    model = load_model(args.model, ModelOptions(batch_size=args.batch_size, dtype=args.dtype))
     params = SamplingParams(temperature=0.7, max_new_tokens=args.max_new_tokens, seed=0)
     settings = GenerationSettings(turns=args.turns, max_attempts=1)
     run(model, pairs[:1], params, GenerationSettings(turns=1, max_attempts=1), 1, True)  # warm-up

@@ -59,6 +59,8 @@ def main(argv=None) -> int:
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--target-turns", type=int, default=10, help="extrapolate both sides to this many turns")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="local generation dtype (auto: bf16 where the hardware has it)")
     args = parser.parse_args(argv)
 
     from aloe.benchmark import AloeBenchmark, RoleModels, RoleParams, ordered_pairs
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "datasets", "aloe_eval")
     pairs = ordered_pairs(load_pool(os.path.join(root, "profiles.jsonl")),
                           load_pool(os.path.join(root, "personalities.jsonl")))[:args.conversations]
-    model = load_model(args.model, ModelOptions(batch_size=args.batch_size))
+    model = load_model(args.model, ModelOptions(batch_size=args.batch_size, dtype=args.dtype))
     # The defaults of evaluation/eval_aloe.py.
     params = RoleParams(model=SamplingParams(temperature=0.7, max_new_tokens=128, seed=0),
                         user=SamplingParams(temperature=0.7, max_new_tokens=64, seed=0),

@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="local generation dtype (auto: bf16 where the hardware has it)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when visible)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 is faster on a busy shared machine)")
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = load_model(args.model, ModelOptions(batch_size=args.batch_size))
+    model = load_model(args.model, ModelOptions(batch_size=args.batch_size, dtype=args.dtype))
     if args.device and isinstance(model, LocalChatModel):
         model.device = args.device
         model.model.to(args.device)

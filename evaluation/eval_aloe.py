@@ -38,7 +38,7 @@ DATASETS = Path(__file__).resolve().parents[1] / "datasets" / "aloe_eval"
 DEFAULT_HELPER_MODEL = "embedded"
 # Settings that change what the numbers mean; a result is only resumed or replaced under the same ones.
 IDENTITY_KEYS = ("model", "user_model", "judge_model", "turns", "seed", "temperature", "top_p", "max_new_tokens",
-                 "user_temperature", "user_max_new_tokens", "judge_temperature", "judge_max_new_tokens", "max_attempts")
+                 "user_temperature", "user_max_new_tokens", "judge_temperature", "judge_max_new_tokens", "max_attempts", "dtype")
 
 
 def build_parser() -> argparse.ArgumentParser:

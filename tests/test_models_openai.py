@@ -27,8 +27,8 @@ def test_batch_with_concurrency_matches_the_local_backend(served, openai_server)
     replies = served.generate(BATCH, GREEDY, on_reply=lambda position, reply: seen.append(position))
     assert sorted(seen) == [0, 1, 2, 3]
     # The server ran the same checkpoint with the same chat template: greedy replies and token
-    # counts match the local backend's, in input order.
-    local = load_model(openai_server.model).generate(BATCH, GREEDY)
+    # counts match the local backend's (in the checkpoint's fp32, as the server runs it), in input order.
+    local = load_model(openai_server.model, ModelOptions(dtype="fp32")).generate(BATCH, GREEDY)
     assert [r.text for r in replies] == [r.text for r in local]
     assert [r.prompt_tokens for r in replies] == [r.prompt_tokens for r in local]
     assert len({r.prompt_tokens for r in replies}) == len(BATCH)

@@ -108,9 +108,13 @@ def short_name(spec: str) -> str:
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """Options that shape how a model runs, not what it says (so they stay out of the cache key)."""
+    """Options that shape how a model runs, not what it says (so they stay out of the cache key).
+
+    The one exception, `dtype` (local models: auto, bf16 or fp32), is part of a local model's cache identity.
+    """
 
     batch_size: int = 8
+    dtype: str = "auto"
     concurrency: int = 8
     base_url: str | None = None
     timeout_s: float = 120.0

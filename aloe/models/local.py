@@ -23,11 +23,33 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
 def default_dtype(device: str) -> torch.dtype:
-    # bf16 on GPUs that have it; fp32 on CPU, where bf16 matmuls are slow and lossy.
+    """The training dtype: bf16 on GPUs that have it, fp32 on CPU (CPU autocast training is slow and lossy)."""
     if device.startswith("cuda") and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), as oneDNN reports it."""
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(probe and probe())
+    except RuntimeError:
+        return False
+
+
+def inference_dtype(device: str, choice: str = "auto") -> torch.dtype:
+    """The generation dtype. `auto` is bf16 wherever the hardware has it, CPUs with native bf16 included
+    (2.5x fp32 prefill on an AVX512-BF16 EPYC, see docs/BENCHMARKS.md), else fp32."""
+    if choice != "auto":
+        return DTYPES[choice]
+    if device.startswith("cuda"):
+        return default_dtype(device)
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 def load_tokenizer(path: str):
@@ -43,18 +65,17 @@ def load_tokenizer(path: str):
 
 class LocalChatModel(ChatModel):
     def __init__(self, spec: str, path: str, *, batch_size: int = 8, device: str | None = None,
-                 dtype: torch.dtype | None = None, model=None, tokenizer=None):
+                 dtype: torch.dtype | str = "auto", model=None, tokenizer=None):
         from transformers import AutoModelForCausalLM
 
         self.spec = spec
         self.path = str(path)
         self.batch_size = max(1, batch_size)
         self.device = device or default_device()
+        dtype = inference_dtype(self.device, dtype) if isinstance(dtype, str) else dtype
         try:
             self.tokenizer = tokenizer or load_tokenizer(self.path)
-            self.model = model or AutoModelForCausalLM.from_pretrained(
-                self.path, dtype=dtype or default_dtype(self.device)
-            )
+            self.model = model or AutoModelForCausalLM.from_pretrained(self.path, dtype=dtype)
         except (OSError, ValueError) as exc:
             raise ModelSpecError(f"cannot load model {spec!r} from {self.path}: {str(exc).splitlines()[0]}") from None
         self.model.to(self.device).eval()
@@ -65,12 +86,16 @@ class LocalChatModel(ChatModel):
         if resolved.backend == "embedded":
             from aloe.embedded import embedded_chat_checkpoint
 
-            return cls(spec, str(embedded_chat_checkpoint()), batch_size=options.batch_size)
-        return cls(spec, resolved.target, batch_size=options.batch_size)
+            return cls(spec, str(embedded_chat_checkpoint()), batch_size=options.batch_size, dtype=options.dtype)
+        return cls(spec, resolved.target, batch_size=options.batch_size, dtype=options.dtype)
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.model.dtype).removeprefix("torch.")
 
     def describe(self):
         template_hash = hashlib.sha256(self.tokenizer.chat_template.encode()).hexdigest()[:16]
-        return {"spec": self.spec, "path": self.path, "chat_template_sha256": template_hash}
+        return {"spec": self.spec, "path": self.path, "dtype": self.dtype_name, "chat_template_sha256": template_hash}
 
     def cache_identity(self):
         # A folder retrained under the same name (model_output/embedded_dpo) must not replay old replies.
@@ -78,7 +103,7 @@ class LocalChatModel(ChatModel):
         files = sorted(f for f in folder.iterdir() if f.is_file()) if folder.is_dir() else []
         stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
         digest = hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]
-        return f"{self.spec}@{digest}"
+        return f"{self.spec}@{digest}/{self.dtype_name}"  # bf16 and fp32 replies differ
 
     def encode(self, messages: Sequence[Message], max_new_tokens: int) -> list[int]:
         """Token ids of the prompt, its history cut from the left to leave room for the reply."""
@@ -127,6 +152,11 @@ class LocalChatModel(ChatModel):
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        if self.device == "cpu":
+            # The default dynamic cache re-concatenates every layer's keys and values at each step; on CPU at
+            # batch 16 that copy costs more than the model (docs/BENCHMARKS.md). Not on GPUs, where a static
+            # cache switches on torch.compile, which would recompile for every new batch shape.
+            kwargs.update(cache_implementation="static")
         started = time.perf_counter()
         output = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
         latency = time.perf_counter() - started
