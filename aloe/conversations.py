@@ -26,7 +26,9 @@ from typing import Any, TypeVar
 from aloe.chat import format_transcript
 from aloe.errors import AloeError
 from aloe.judges import Verdict
-from aloe.judges.preference import ON_TIE_RULES, PreferenceItem, PreferenceJudge, combine, judged_order
+from aloe.judges.preference import (
+    ON_TIE_RULES, PreferenceItem, PreferenceJudge, combine, judge_messages, judged_order,
+)
 from aloe.models.base import ChatModel, Message, SamplingParams
 from aloe.prompts import prompt_hash, render
 from aloe.records import Conversation, PairedReplies, Persona, Turn
@@ -277,7 +279,7 @@ class ConversationGenerator:
 
         # 5. commit each conversation's turn, now that all of it exists
         for (position, state, message, hinted, plain), judged in zip(survivors, orders):
-            judgement = combine(judged, self.settings.on_tie, self._rng(state.pair, k, "tie"))
+            judgement = combine(judged, self.settings.on_tie, self._rng(state.pair.id, k, "tie"))
             if judgement is None:  # --on-tie skip: the conversation ends before this turn
                 state.finished = True
                 if state.turns:
@@ -301,11 +303,43 @@ class ConversationGenerator:
     def _continue_branch(self, pair: PersonaPair, k: int) -> str:
         if self.settings.continue_rule != "random":
             return self.settings.continue_rule
-        return self._rng(pair, k, "continue").choice(["preferred", "rejected"])
+        return self._rng(pair.id, k, "continue").choice(["preferred", "rejected"])
 
-    def _rng(self, pair: PersonaPair, k: int, purpose: str) -> random.Random:
+    def _rng(self, pair_id: str, k: int, purpose: str) -> random.Random:
         # Seeded per conversation and turn, so draws do not depend on batching, sharding or resuming.
-        return random.Random(f"{self.settings.seed}/{pair.id}/{k}/{purpose}")
+        return random.Random(f"{self.settings.seed}/{pair_id}/{k}/{purpose}")
+
+    def rejudge(self, conversations: Sequence[Conversation]) -> list[Conversation]:
+        """Ask the judge again about every order a previous run left without a verdict; returns the changed.
+
+        All re-asks are one batch, each as a new sample (index `max_attempts` plus earlier re-asks), so the
+        response cache does not replay the failed answer. A turn whose label changes swaps `preferred` and
+        `rejected` and flips `chosen` with them: `chosen` still names the reply the conversation continued
+        with, so the generated tree never changes, only its labels.
+        """
+        asks = []  # (conversation, turn index, order index, messages, sample index)
+        for conversation in conversations:
+            for k, turn in enumerate(conversation.conversations):
+                if turn.judge is None or turn.judge.outcome != "unparsed":
+                    continue
+                item = _preference_item(conversation, k)
+                for o, order in enumerate(turn.judge.orders):
+                    if order.verdict is None:
+                        messages = judge_messages(item, order.shown)
+                        asks.append((conversation, k, o, messages, self.settings.max_attempts + turn.judge.rejudged))
+        if not asks:
+            return []
+        replies = self.models.judge.generate([a[3] for a in asks], self.params, sample_indices=[a[4] for a in asks])
+        changed: dict[str, Conversation] = {}
+        for (conversation, k, o, _, _), reply in zip(asks, replies):
+            judgement = conversation.conversations[k].judge
+            judgement.orders[o] = judged_order(judgement.orders[o].shown, PreferenceJudge.parse(reply.text))
+            changed[conversation.id] = conversation
+        for conversation in changed.values():
+            for k, turn in enumerate(conversation.conversations):
+                if turn.judge is not None and turn.judge.outcome == "unparsed":
+                    _relabel(turn, combine(turn.judge.orders, self.settings.on_tie, self._rng(conversation.id, k, "tie")))
+        return list(changed.values())
 
     def _record(self, state: ConversationState, stopped: str | None = None) -> Conversation:
         meta = {**self.meta, "profile_id": state.pair.profile.id, "personality_id": state.pair.personality.id,
@@ -339,6 +373,30 @@ class ConversationGenerator:
             results = [(value, None) for value, _ in results]
         return [(value, f"{reason} after {self.settings.max_attempts} attempts" if reason else None)
                 for value, reason in results]
+
+
+def _preference_item(conversation: Conversation, k: int) -> PreferenceItem:
+    """What the judge saw at turn k of a stored conversation."""
+    turn = conversation.conversations[k]
+    hinted_branch = turn.judge.hinted
+    plain_branch = "rejected" if hinted_branch == "preferred" else "preferred"
+    history = conversation.history_before(k)[:-1]
+    return PreferenceItem(conversation.profile, conversation.personality, tuple(history), turn.user,
+                          getattr(turn.assistant, hinted_branch), getattr(turn.assistant, plain_branch))
+
+
+def _relabel(turn: Turn, judgement) -> None:
+    """Give a stored turn a new judgement, swapping the branches (and `chosen`) if the winner changed."""
+    old = turn.judge
+    if judgement is None:  # only when --on-tie changed to skip since; a written turn is never dropped
+        old.rejudged += 1
+        return
+    judgement.rejudged = old.rejudged + 1
+    if judgement.hinted != old.hinted:
+        turn.assistant = PairedReplies(preferred=turn.assistant.rejected, rejected=turn.assistant.preferred)
+        if turn.chosen is not None:
+            turn.chosen = "rejected" if turn.chosen == "preferred" else "preferred"
+    turn.judge = judgement
 
 
 def _user_message(text: str) -> tuple[str, str | None]:

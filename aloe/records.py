@@ -62,6 +62,7 @@ class TurnJudgement(Record):
     winner: ReplySource
     resolved_by: str  # "agreement" or "on-tie:<rule>"
     hinted: Branch
+    rejudged: int = 0  # later runs that asked again about an order left without a verdict
 
 
 class Turn(Record):

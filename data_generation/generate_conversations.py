@@ -26,9 +26,10 @@ from aloe.conversations import (
 )
 from aloe.errors import AloeError
 from aloe.judges.preference import ON_TIE_RULES
-from aloe.jsonl import JsonlWriter, existing_ids, write_json
+from aloe.jsonl import JsonlWriter, existing_ids, read_records, rewrite_jsonl, write_json
 from aloe.personas import load_pool
 from aloe.provenance import provenance
+from aloe.records import Conversation
 
 log = logging.getLogger("generate_conversations")
 
@@ -122,18 +123,34 @@ def main(argv=None):
     log.info("%d conversations: %d already in %s, %d to generate (%d retried after failing before)",
              len(pairs), len(pairs) - len(pending), output, len(pending), retrying)
 
+    # DESIGN: an order the judge left without a verdict is asked again on the next run (same judge and rules).
+    covered = {pair.id for pair in pairs}
+    stored = read_records(output, Conversation, allow_empty=True) if done else []
+    unparsed = [conversation for conversation in stored if conversation.id in covered
+                and conversation.meta.get("models", {}).get("judge") == role_spec(args, "judge")
+                and conversation.meta.get("on_tie") == args.on_tie
+                and any(turn.judge is not None and turn.judge.outcome == "unparsed" for turn in conversation.conversations)]
+
     written = failed = 0
     first_failure = ""
-    if pending:
+    if pending or unparsed:
         pool = model_pool(args, output)
         specs = {role: role_spec(args, role) for role in ROLES}
         models = RoleModels(**{role: pool.get(spec) for role, spec in specs.items()})
+        generator = ConversationGenerator(models, sampling_params(args), settings)
+    if unparsed:
+        changed = generator.rejudge(unparsed)
+        rewrite_jsonl(output, stored)
+        still = sum(turn.judge is not None and turn.judge.outcome == "unparsed"
+                    for conversation in unparsed for turn in conversation.conversations)
+        log.info("asked the judge again about %d conversations with unparsed verdicts: %d turns still unparsed "
+                 "(%d conversations rewritten in %s)", len(unparsed), still, len(changed), output)
+    if pending:
         write_json(sidecar(output, "provenance.json"), provenance(
             settings=vars(args),
             models={role: getattr(models, role).describe() for role in ROLES},
             prompts=list(PROMPTS),
         ))
-        generator = ConversationGenerator(models, sampling_params(args), settings)
         written, failed, first_failure = generate_groups(generator, pending, args.group_size, output, failures_path)
     elapsed = time.perf_counter() - started
     print(f"wrote {written} conversations to {output} ({len(pairs) - len(pending)} already there, "

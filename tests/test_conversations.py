@@ -225,3 +225,59 @@ def test_random_continuation_is_seeded_per_conversation(tiny):
                               GenerationSettings(turns=3, seed=5)).run(pairs, finished.append, print)
         runs.append([t.chosen for t in finished[-1].conversations])
     assert runs[0] == runs[1]
+
+
+class SwitchableJudge(ChatModel):
+    """Silent (no verdict) until switched on; then it always picks the plain reply, in either order."""
+
+    spec = "rule:switchable"
+
+    def __init__(self):
+        self.speaking, self.sample_indices = False, []
+
+    def generate(self, conversations, params, sample_indices=None, on_reply=None):
+        self.sample_indices.append(list(sample_indices))
+        replies = []
+        for messages in conversations:
+            prompt = messages[-1]["content"]
+            plain_first = prompt.index(PLAIN_MARK) < prompt.index("[Reply B]")
+            replies.append(Reply(text=("[[A]]" if plain_first else "[[B]]") if self.speaking else "Both are lovely."))
+        return replies
+
+
+PLAIN_MARK = "PLAIN-REPLY"
+
+
+class MarkedAssistant(ChatModel):
+    """Hinted replies and plain replies that the judge can tell apart."""
+
+    spec = "rule:marked"
+
+    def generate(self, conversations, params, sample_indices=None, on_reply=None):
+        return [Reply(text="HINTED-REPLY, sure." if "inferred" in c[0]["content"] else f"{PLAIN_MARK}, fine.")
+                for c in conversations]
+
+
+def test_unparsed_verdicts_are_asked_again_and_relabel_without_changing_the_tree(tiny):
+    judge = SwitchableJudge()
+    models = RoleModels(user=tiny, extractor=tiny, assistant=MarkedAssistant(), judge=judge)
+    settings = GenerationSettings(turns=3, continue_rule="preferred", on_tie="hinted", max_attempts=2)
+    generator = ConversationGenerator(models, SamplingParams(max_new_tokens=6), settings)
+    finished = []
+    generator.run(make_pairs(2), finished.append, print)
+    assert {t.judge.outcome for r in finished for t in r.conversations} == {"unparsed"}
+    assert {t.assistant.preferred for r in finished for t in r.conversations} == {"HINTED-REPLY, sure."}
+    histories = [[r.history_before(k) for k in range(3)] for r in finished]
+
+    judge.speaking, judge.sample_indices = True, []
+    assert generator.rejudge(finished) == finished
+    # One batch: both orders of 3 turns of 2 conversations, each as the sample after the run's 2 attempts.
+    assert judge.sample_indices == [[2] * 12]
+    for record, history in zip(finished, histories):
+        assert [record.history_before(k) for k in range(3)] == history  # the chat that happened is unchanged
+        for turn in record.conversations:
+            assert turn.judge.outcome == "agree" and turn.judge.winner == "plain" and turn.judge.rejudged == 1
+            assert (turn.assistant.preferred, turn.assistant.rejected) == (f"{PLAIN_MARK}, fine.", "HINTED-REPLY, sure.")
+            assert turn.chosen == "rejected" and turn.judge.hinted == "rejected"  # still the hinted reply
+            assert all(order.verdict is not None for order in turn.judge.orders)
+    assert generator.rejudge(finished) == []  # nothing left to ask

@@ -104,6 +104,12 @@ def test_end_to_end_with_a_tiny_model_then_stats(tmp_path, base_args, pools):
     assert (tmp_path / "run" / "conversations.stats.png").stat().st_size > 1000
 
 
+def conversation_tree(record: dict) -> tuple:
+    """What a conversation is, apart from its judge verdicts: the id and every turn's messages."""
+    return record["id"], [(t["user"], t["assistant"][t["chosen"]], sorted(t["assistant"].values()))
+                          for t in record["conversations"]]
+
+
 def test_resume_after_interruption_loses_nothing_and_duplicates_nothing(tmp_path, base_args, capsys):
     output = tmp_path / "conversations.jsonl"
     assert generate.main([*base_args, "--num-conversations", "2", "--output", str(output)]) == 0
@@ -114,7 +120,9 @@ def test_resume_after_interruption_loses_nothing_and_duplicates_nothing(tmp_path
     capsys.readouterr()
     assert generate.main([*base_args, "--num-conversations", "4", "--output", str(output)]) == 0
     assert "wrote 2 conversations" in capsys.readouterr().out
-    assert output.read_text().startswith(first)
+    # The two finished conversations are kept as they were (only their unparsed verdicts were asked again).
+    assert [conversation_tree(r) for r in lines(output)[:2]] == [conversation_tree(json.loads(line))
+                                                                 for line in first.splitlines()]
     ids = [record["id"] for record in lines(output)]
     assert len(ids) == 4 == len(set(ids)) and "conv-half" not in ids
     assert generate.main([*base_args, "--num-conversations", "4", "--output", str(output)]) == 0
@@ -172,8 +180,10 @@ def test_a_failed_mid_turn_call_is_retried_on_the_next_run_without_shifting_role
     for record in records:
         assert_valid_tree(record, 2)
     # The re-run rebuilt the same chat from committed turns, so every call up to the failed one came from
-    # the response cache: only the two judge asks of turn 2 reached the model.
-    assert len(FlakyLocalModel.prompts) == 2 and all("[Reply A]" in p[-1]["content"] for p in FlakyLocalModel.prompts)
+    # the response cache: only judge asks reached the model: first the 4 verdicts the random model left
+    # unparsed in the finished conversation (asked again as a new sample), then the two of the failed turn.
+    assert len(FlakyLocalModel.prompts) == 6 and all("[Reply A]" in p[-1]["content"] for p in FlakyLocalModel.prompts)
+    assert [turn.judge.rejudged for turn in records[0].conversations] == [1, 1]
     # Before the failure the assistant saw exactly the committed chat: one message per role per turn.
     # (turn 2 of both conversations: the hinted and the plain prompt of each)
     assert [p[1:] for p in failed_turn_prompts] == [r.history_before(1) for r in records for _ in range(2)]
