@@ -385,6 +385,23 @@ def test_dpo_trains_saves_and_reloads(tmp_path, tiny_model_dir, conversations_fi
     assert_reloads_and_generates(out, tiny_model_dir, monkeypatch)
 
 
+def test_no_merge_saves_an_adapter_that_loads_as_a_model(tmp_path, tiny_model_dir, conversations_file, monkeypatch):
+    out = tmp_path / "model_output" / "tiny_dpo_adapter"
+    flags = ["--model", str(tiny_model_dir), "--conversations", str(conversations_file), "--output", str(out),
+             "--batch-size", "2", "--warmup", "0", "--lr", "1e-3", "--max-steps", "1", "--no-merge"]
+    assert load_script("dpo").main(flags) == 0
+    assert json.loads((out / "training_summary.json").read_text())["saved"] == "adapter"
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert Path(adapter["base_model_name_or_path"]) == Path(tiny_model_dir)  # the base it must be applied to
+    from aloe.models import SamplingParams, load_model
+
+    model = load_model(str(out))  # transformers applies the adapter to its base (peft is installed)
+    assert type(model.model).__name__ == "LlamaForCausalLM" and hasattr(model.model, "peft_config")
+    reply = model.generate([[user("hello")]], SamplingParams(max_new_tokens=4, temperature=0))[0]
+    assert reply.completion_tokens >= 1 and model.tokenizer.chat_template
+
+
 def test_mix_file_must_end_with_a_reply(tmp_path, tiny_model_dir, conversations_file, capsys):
     mix = write_jsonl(tmp_path / "mix.jsonl", [{"messages": [user("q"), assistant("a")]},
                                                {"messages": [user("q"), assistant("a"), user("again?")]}])
