@@ -80,6 +80,24 @@ def test_sampling_is_seeded_and_sample_indexes_differ(chatty):
     assert chatty.generate([message], sampled, sample_indices=[1])[0].text != first
 
 
+def test_sampling_is_temperature_and_top_p_only(chatty, monkeypatch):
+    # transformers adds a top-k of 50 unless told otherwise; no other backend filters that way.
+    seen = {}
+    generate = chatty.model.generate
+
+    def spy(**kwargs):
+        processors = chatty.model._get_logits_processor(
+            generation_config=chatty.model._prepare_generation_config(None, **kwargs)[0],
+            input_ids_seq_length=kwargs["input_ids"].shape[1], encoder_input_ids=None,
+            prefix_allowed_tokens_fn=None, logits_processor=None, device="cpu")
+        seen["processors"] = [type(p).__name__ for p in processors]
+        return generate(**kwargs)
+
+    monkeypatch.setattr(chatty.model, "generate", spy)
+    chatty.chat([{"role": "user", "content": "hello"}], SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=3))
+    assert seen["processors"] == ["TemperatureLogitsWarper", "TopPLogitsWarper"]
+
+
 def test_history_longer_than_the_context_is_cut_at_whole_messages(tiny_chatty_model_dir):
     model = load_model(f"hf:{tiny_chatty_model_dir}")
     model.context_length = 160

@@ -147,7 +147,9 @@ class LocalChatModel(ChatModel):
             torch.manual_seed(params.seed + sample_index)
         kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=sampling, pad_token_id=pad_id)
         if sampling:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+            # top_k=None explicitly: transformers would otherwise add its default top-k of 50, a filter the
+            # API backends (and SamplingParams) do not have.
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=None)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if params.stop:
