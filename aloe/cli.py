@@ -57,7 +57,7 @@ def add_model_args(parser: argparse.ArgumentParser, roles: Sequence[str] = (), d
     group.add_argument("--batch-size", type=positive_int, default=8, help="local models: conversations per generate call")
     group.add_argument("--concurrency", type=positive_int, default=8, help="API models: requests in flight at once")
     group.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
-                       help="local models: generation dtype (auto: bf16 on GPUs and on CPUs with native bf16, else fp32)")
+                       help="local models: generation dtype (auto: bf16 on GPUs and CPUs with native bf16, else fp32)")
     group.add_argument("--max-new-tokens", type=positive_int, default=256)
     group.add_argument("--temperature", type=float, default=0.7)
     group.add_argument("--top-p", type=float, default=1.0)

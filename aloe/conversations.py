@@ -338,7 +338,8 @@ class ConversationGenerator:
         for conversation in changed.values():
             for k, turn in enumerate(conversation.conversations):
                 if turn.judge is not None and turn.judge.outcome == "unparsed":
-                    _relabel(turn, combine(turn.judge.orders, self.settings.on_tie, self._rng(conversation.id, k, "tie")))
+                    tie_rng = self._rng(conversation.id, k, "tie")  # the draw the first run made
+                    _relabel(turn, combine(turn.judge.orders, self.settings.on_tie, tie_rng))
         return list(changed.values())
 
     def _record(self, state: ConversationState, stopped: str | None = None) -> Conversation:

@@ -38,7 +38,8 @@ DATASETS = Path(__file__).resolve().parents[1] / "datasets" / "aloe_eval"
 DEFAULT_HELPER_MODEL = "embedded"
 # Settings that change what the numbers mean; a result is only resumed or replaced under the same ones.
 IDENTITY_KEYS = ("model", "user_model", "judge_model", "turns", "seed", "temperature", "top_p", "max_new_tokens",
-                 "user_temperature", "user_max_new_tokens", "judge_temperature", "judge_max_new_tokens", "max_attempts", "dtype")
+                 "user_temperature", "user_max_new_tokens", "judge_temperature", "judge_max_new_tokens", "max_attempts",
+                 "dtype")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -257,7 +258,7 @@ def main(argv=None):
     if unscored:
         before = sum(turn.judge.score is None for record in unscored for turn in record.turns)
         changed = engine.rejudge(unscored)
-        rewrite_jsonl(paths["records"], [records[record_id] for record_id in records])
+        rewrite_jsonl(paths["records"], list(records.values()))
         after = sum(turn.judge.score is None for record in unscored for turn in record.turns)
         log.info("asked the judge again about %d unscored turns from the last run: %d now scored (%d conversations "
                  "updated in %s)", before, before - after, len(changed), paths["records"])
