@@ -320,7 +320,7 @@ class ConversationGenerator:
         asks = []  # (conversation, turn index, order index, messages, sample index)
         for conversation in conversations:
             for k, turn in enumerate(conversation.conversations):
-                if turn.judge is None or turn.judge.outcome != "unparsed":
+                if not turn.verdict_missing:
                     continue
                 item = _preference_item(conversation, k)
                 for o, order in enumerate(turn.judge.orders):
@@ -337,7 +337,7 @@ class ConversationGenerator:
             changed[conversation.id] = conversation
         for conversation in changed.values():
             for k, turn in enumerate(conversation.conversations):
-                if turn.judge is not None and turn.judge.outcome == "unparsed":
+                if turn.verdict_missing:
                     tie_rng = self._rng(conversation.id, k, "tie")  # the draw the first run made
                     _relabel(turn, combine(turn.judge.orders, self.settings.on_tie, tie_rng))
         return list(changed.values())

@@ -80,6 +80,11 @@ class Turn(Record):
     judge: TurnJudgement | None = None  # absent in files from the original ALOE code
 
     @property
+    def verdict_missing(self) -> bool:
+        """Whether an order of the judge gave no verdict (asked again on the next run)."""
+        return self.judge is not None and self.judge.outcome == "unparsed"
+
+    @property
     def continued_reply(self) -> str:
         return getattr(self.assistant, self.chosen or "preferred")
 

@@ -115,7 +115,9 @@ def main(argv=None):
     pairs = take_shard(pair_personas(profiles, personalities, args.num_conversations, args.seed), args.shard)
     if args.overwrite and output.exists():
         output.unlink()
-    done = existing_ids(output)
+    # Read once: the finished ids are what resuming skips, the records what re-judging looks at.
+    stored = read_records(output, Conversation, allow_empty=True) if output.exists() else []
+    done = {conversation.id for conversation in stored}
     failures_path = sidecar(output, "failures.jsonl")
     previously_failed = existing_ids(failures_path)
     pending = [pair for pair in pairs if pair.id not in done]
@@ -125,11 +127,10 @@ def main(argv=None):
 
     # DESIGN: an order the judge left without a verdict is asked again on the next run (same judge and rules).
     covered = {pair.id for pair in pairs}
-    stored = read_records(output, Conversation, allow_empty=True) if done else []
     unparsed = [conversation for conversation in stored if conversation.id in covered
                 and conversation.meta.get("models", {}).get("judge") == role_spec(args, "judge")
                 and conversation.meta.get("on_tie") == args.on_tie
-                and any(turn.judge is not None and turn.judge.outcome == "unparsed" for turn in conversation.conversations)]
+                and any(turn.verdict_missing for turn in conversation.conversations)]
 
     written = failed = 0
     first_failure = ""
@@ -141,8 +142,7 @@ def main(argv=None):
     if unparsed:
         changed = generator.rejudge(unparsed)
         rewrite_jsonl(output, stored)
-        still = sum(turn.judge is not None and turn.judge.outcome == "unparsed"
-                    for conversation in unparsed for turn in conversation.conversations)
+        still = sum(turn.verdict_missing for conversation in unparsed for turn in conversation.conversations)
         log.info("asked the judge again about %d conversations with unparsed verdicts: %d turns still unparsed "
                  "(%d conversations rewritten in %s)", len(unparsed), still, len(changed), output)
     if pending:

@@ -52,25 +52,28 @@ def embedded_checkpoint():
     return embedded_chat_checkpoint()
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, embedded_checkpoint):
-    """A tiny random llama with the embedded tokenizer and chat template, saved as a local checkpoint."""
+def _save_tiny_llama(path: Path, checkpoint: Path, **config) -> Path:
+    """A 2-layer random llama with the embedded tokenizer and chat template, saved to `path`."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(embedded_checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, **config,
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    path = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(path)
+    LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, embedded_checkpoint):
+    """A tiny random llama with the embedded tokenizer and chat template, saved as a local checkpoint."""
+    return _save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), embedded_checkpoint)
 
 
 @pytest.fixture(scope="session")
@@ -80,22 +83,7 @@ def tiny_chatty_model_dir(tmp_path_factory, embedded_checkpoint):
     The default initialisation (std 0.02) makes every prompt decode to the same newlines; with std 0.2
     the replies are distinct gibberish, which is what order and equivalence checks need.
     """
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(embedded_checkpoint)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, initializer_range=0.2,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    path = tmp_path_factory.mktemp("tiny-chatty-llama")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return _save_tiny_llama(tmp_path_factory.mktemp("tiny-chatty-llama"), embedded_checkpoint, initializer_range=0.2)
 
 
 @dataclass(frozen=True)
