@@ -27,7 +27,7 @@ from aloe.cli import add_model_args, cli_main, model_pool, positive_int, role_sp
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, merge_jsonl, rewrite_jsonl, write_json
 from aloe.personas import load_pool
-from aloe.models import resolve_spec, short_name
+from aloe.models import LOCAL_BACKENDS, resolve_spec, short_name
 from aloe.provenance import provenance
 
 log = logging.getLogger("eval_aloe")
@@ -110,9 +110,27 @@ def differences(old: dict, new: dict) -> str:
 
 def identity_of(args: argparse.Namespace, personas: str) -> dict:
     identity = {key: getattr(args, key) for key in IDENTITY_KEYS}
-    identity.update(model=args.model, user_model=role_spec(args, "user"), judge_model=role_spec(args, "judge"),
-                    personas=personas, prompts=prompt_hashes())
+    specs = {role: role_spec(args, role) for role in ROLES}
+    identity.update(model=args.model, user_model=specs["user"], judge_model=specs["judge"],
+                    personas=personas, prompts=prompt_hashes(), dtype=local_dtype(args.dtype, specs.values()))
     return identity
+
+
+def local_dtype(choice: str, specs) -> str | None:
+    """What --dtype means here: `auto` is bf16 on one machine and fp32 on another, whose replies differ."""
+    if not any(resolve_spec(spec).backend in LOCAL_BACKENDS for spec in specs):
+        return None  # API models only: the flag changes nothing
+    from aloe.models.local import inference_dtype_name
+
+    return inference_dtype_name(choice)
+
+
+def role_params(args: argparse.Namespace) -> RoleParams:
+    return RoleParams(
+        model=sampling_params(args),
+        user=sampling_params(args, temperature=args.user_temperature, max_new_tokens=args.user_max_new_tokens),
+        judge=sampling_params(args, temperature=args.judge_temperature, max_new_tokens=args.judge_max_new_tokens),
+    )
 
 
 def write_result(paths: dict[str, Path], settings: dict, identity: dict, records, models: dict, args) -> dict:
@@ -249,12 +267,7 @@ def main(argv=None):
         pool = model_pool(args, paths["result"])
         models = RoleModels(**{role: pool.get(spec) for role, spec in specs.items()})
         described = {role: getattr(models, role).describe() for role in ROLES}
-        params = RoleParams(
-            model=sampling_params(args),
-            user=sampling_params(args, temperature=args.user_temperature, max_new_tokens=args.user_max_new_tokens),
-            judge=sampling_params(args, temperature=args.judge_temperature, max_new_tokens=args.judge_max_new_tokens),
-        )
-        engine = AloeBenchmark(models, params, args.turns, run_hash, max_attempts=args.max_attempts)
+        engine = AloeBenchmark(models, role_params(args), args.turns, run_hash, max_attempts=args.max_attempts)
     if unscored:
         before = sum(turn.judge.score is None for record in unscored for turn in record.turns)
         changed = engine.rejudge(unscored)

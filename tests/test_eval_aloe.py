@@ -310,6 +310,24 @@ def test_a_result_of_other_settings_is_refused_unless_overwrite(tiny_model_dir, 
     assert len(records) == 2 and all(len(r["turns"]) == 1 for r in records)
 
 
+def test_the_settings_hold_the_dtype_auto_means_on_this_machine(tiny_model_dir, personas, tmp_path, capsys):
+    from aloe.models.local import inference_dtype_name
+
+    here = inference_dtype_name("auto")
+    same, other = ("bf16", "fp32") if here == "bfloat16" else ("fp32", "bf16")
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--limit", "1", "--turns", "1")) == 0
+    assert json.loads((tmp_path / "out/tiny.json").read_text())["identity"]["dtype"] == here
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--limit", "1", "--turns", "1",
+                                "--dtype", same)) == 0  # the same run, named explicitly: resumed
+    capsys.readouterr()
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--limit", "1", "--turns", "1",
+                                "--dtype", other)) == 1
+    assert "dtype" in _error_line(capsys)
+    api_only = eval_aloe.build_parser().parse_args(["--model", "openai:m", "--user-model", "anthropic:u",
+                                                    "--judge-model", "cohere:j"])
+    assert eval_aloe.identity_of(api_only, "personas")["dtype"] is None  # the flag changes nothing there
+
+
 def test_shards_merge_into_the_unsharded_result(tiny_model_dir, personas, tmp_path, capsys):
     extra = ("--limit", "5", "--turns", "2", "--group-size", "1")
     assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, *extra, output="whole/tiny.json")) == 0

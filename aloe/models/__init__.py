@@ -21,7 +21,7 @@ from aloe.models.base import ChatModel, Message, Reply, SamplingParams
 
 __all__ = [
     "ChatModel", "Message", "Reply", "SamplingParams", "ModelOptions", "ModelPool",
-    "load_model", "resolve_spec", "short_name", "ALIASES", "BACKENDS",
+    "load_model", "resolve_spec", "short_name", "ALIASES", "BACKENDS", "LOCAL_BACKENDS",
 ]
 
 # The instruct models the ALOE paper trained and evaluated.
@@ -40,6 +40,8 @@ BACKENDS = {
     "anthropic": "aloe.models.api:AnthropicChatModel",
     "cohere": "aloe.models.api:CohereChatModel",
 }
+
+LOCAL_BACKENDS = ("embedded", "hf")  # generate with transformers on this machine: --batch-size and --dtype apply
 
 SPEC_HELP = (
     "use 'embedded', 'hf:<hub-id-or-path>', a local checkpoint path, a name under model_output/, "

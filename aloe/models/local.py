@@ -52,6 +52,11 @@ def inference_dtype(device: str, choice: str = "auto") -> torch.dtype:
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
+def inference_dtype_name(choice: str = "auto", device: str | None = None) -> str:
+    """`bf16` or `float32`-style name of the dtype `choice` means on this machine (or on `device`)."""
+    return str(inference_dtype(device or default_device(), choice)).removeprefix("torch.")
+
+
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
