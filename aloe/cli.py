@@ -47,6 +47,9 @@ class ArgumentParser(argparse.ArgumentParser):
         raise AloeError(f"{message} (see {self.prog} --help)")
 
 
+DEFAULT_MAX_NEW_TOKENS = 256  # every generating stage's --max-new-tokens, and what the benchmarks time
+
+
 def add_model_args(parser: argparse.ArgumentParser, roles: Sequence[str] = (), default: str = "embedded") -> None:
     """--model plus one --<role>-model flag per role, each defaulting to --model."""
     group = parser.add_argument_group("models (spec: embedded, hf:<id-or-path>, a path, an alias, openai:/anthropic:/cohere:<model>)")
@@ -58,7 +61,7 @@ def add_model_args(parser: argparse.ArgumentParser, roles: Sequence[str] = (), d
     group.add_argument("--concurrency", type=positive_int, default=8, help="API models: requests in flight at once")
     group.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                        help="local models: generation dtype (auto: bf16 on GPUs and CPUs with native bf16, else fp32)")
-    group.add_argument("--max-new-tokens", type=positive_int, default=256)
+    group.add_argument("--max-new-tokens", type=positive_int, default=DEFAULT_MAX_NEW_TOKENS)
     group.add_argument("--temperature", type=float, default=0.7)
     group.add_argument("--top-p", type=float, default=1.0)
     group.add_argument("--seed", type=int, default=0)

@@ -1,6 +1,6 @@
 """Conversation generation: lockstep batched vs one conversation at a time, on the embedded model.
 
-    python benchmarks/bench_conversations.py            # 16 conversations x 3 turns, 64 new tokens
+    python benchmarks/bench_conversations.py            # 16 conversations x 3 turns, the stage's 256 new tokens
     python benchmarks/bench_conversations.py --conversations 8 --max-new-tokens 32
 
 Both modes run the same engine (aloe.conversations) on the same loaded model with no response cache:
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from aloe.cli import DEFAULT_MAX_NEW_TOKENS
 from aloe.conversations import ConversationGenerator, GenerationSettings, RoleModels, pair_personas
 from aloe.personas import load_pool
 from aloe.models import ModelOptions, SamplingParams, load_model
@@ -63,7 +64,8 @@ def main(argv=None):
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--conversations", type=int, default=16)
     parser.add_argument("--turns", type=int, default=3)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+                        help="per reply, every role (default: generate_conversations.py's)")
     parser.add_argument("--batch-size", type=int, default=32, help="lockstep: prompts per forward pass")
     parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                         help="local generation dtype (auto: bf16 where the hardware has it)")

@@ -22,6 +22,7 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
 class TurnClock:
@@ -58,23 +59,24 @@ def main(argv=None) -> int:
                         help="conversations timed one at a time (scaled to --conversations)")
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--target-turns", type=int, default=10, help="extrapolate both sides to this many turns")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=50,
+                        help="prompts per generate call on the batched side (default: the 100 conversations in two)")
     parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                         help="local generation dtype (auto: bf16 where the hardware has it)")
     args = parser.parse_args(argv)
 
-    from aloe.benchmark import AloeBenchmark, RoleModels, RoleParams, ordered_pairs
+    from aloe.benchmark import AloeBenchmark, RoleModels, ordered_pairs
     from aloe.personas import load_pool
-    from aloe.models import ModelOptions, SamplingParams, load_model
+    from aloe.models import ModelOptions, load_model
 
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "datasets", "aloe_eval")
-    pairs = ordered_pairs(load_pool(os.path.join(root, "profiles.jsonl")),
-                          load_pool(os.path.join(root, "personalities.jsonl")))[:args.conversations]
+    datasets = os.path.join(ROOT, "datasets", "aloe_eval")
+    pairs = ordered_pairs(load_pool(os.path.join(datasets, "profiles.jsonl")),
+                          load_pool(os.path.join(datasets, "personalities.jsonl")))[:args.conversations]
     model = load_model(args.model, ModelOptions(batch_size=args.batch_size, dtype=args.dtype))
-    # The defaults of evaluation/eval_aloe.py.
-    params = RoleParams(model=SamplingParams(temperature=0.7, max_new_tokens=128, seed=0),
-                        user=SamplingParams(temperature=0.7, max_new_tokens=64, seed=0),
-                        judge=SamplingParams(temperature=0.0, max_new_tokens=64, seed=0))
+    sys.path.insert(0, os.path.join(ROOT, "evaluation"))
+    from eval_aloe import build_parser, role_params
+
+    params = role_params(build_parser().parse_args([]))  # eval_aloe.py's defaults
     model.generate([[{"role": "user", "content": "hi"}]], params.judge.replace(max_new_tokens=4))  # warm-up
 
     def timed(group: list, batch_size: int) -> tuple[float, list[float], int]:
