@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from aloe.errors import AloeError
-from aloe.models import ModelOptions, ModelPool, SamplingParams
+from aloe.models import DTYPE_CHOICES, ModelOptions, ModelPool, SamplingParams
 
 T = TypeVar("T")
 
@@ -47,9 +47,6 @@ class ArgumentParser(argparse.ArgumentParser):
         raise AloeError(f"{message} (see {self.prog} --help)")
 
 
-DEFAULT_MAX_NEW_TOKENS = 256  # every generating stage's --max-new-tokens, and what the benchmarks time
-
-
 def add_model_args(parser: argparse.ArgumentParser, roles: Sequence[str] = (), default: str = "embedded") -> None:
     """--model plus one --<role>-model flag per role, each defaulting to --model."""
     group = parser.add_argument_group("models (spec: embedded, hf:<id-or-path>, a path, an alias, openai:/anthropic:/cohere:<model>)")
@@ -59,14 +56,19 @@ def add_model_args(parser: argparse.ArgumentParser, roles: Sequence[str] = (), d
     group.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (default: $OPENAI_BASE_URL)")
     group.add_argument("--batch-size", type=positive_int, default=8, help="local models: conversations per generate call")
     group.add_argument("--concurrency", type=positive_int, default=8, help="API models: requests in flight at once")
-    group.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
-                       help="local models: generation dtype (auto: bf16 on GPUs and CPUs with native bf16, else fp32)")
-    group.add_argument("--max-new-tokens", type=positive_int, default=DEFAULT_MAX_NEW_TOKENS)
+    add_dtype_arg(group)
+    group.add_argument("--max-new-tokens", type=positive_int, default=256)
     group.add_argument("--temperature", type=float, default=0.7)
     group.add_argument("--top-p", type=float, default=1.0)
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--cache", default=None, help="response cache file (default: responses.sqlite beside --output)")
     group.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
+
+
+def add_dtype_arg(parser) -> None:
+    """--dtype, for every stage and harness that generates with local models."""
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                        help="local models: generation dtype (auto: bf16 on GPUs and CPUs with native bf16, else fp32)")
 
 
 def role_spec(args: argparse.Namespace, role: str) -> str:

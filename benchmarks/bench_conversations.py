@@ -17,18 +17,21 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from aloe.cli import DEFAULT_MAX_NEW_TOKENS
+from aloe.cli import add_dtype_arg, sampling_params
 from aloe.conversations import ConversationGenerator, GenerationSettings, RoleModels, pair_personas
 from aloe.personas import load_pool
-from aloe.models import ModelOptions, SamplingParams, load_model
+from aloe.models import ModelOptions, load_model
 from aloe.models.base import ChatModel
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "data_generation"))
+from generate_conversations import build_parser  # noqa: E402  the stage's defaults
 
 
 class Counting(ChatModel):
@@ -64,11 +67,10 @@ def main(argv=None):
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--conversations", type=int, default=16)
     parser.add_argument("--turns", type=int, default=3)
-    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+    parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="per reply, every role (default: generate_conversations.py's)")
     parser.add_argument("--batch-size", type=int, default=32, help="lockstep: prompts per forward pass")
-    parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
-                        help="local generation dtype (auto: bf16 where the hardware has it)")
+    add_dtype_arg(parser)
     parser.add_argument("--baseline-conversations", type=int, default=None,
                         help="time the one-at-a-time mode on this many conversations and scale linearly to "
                              "--conversations (it runs them strictly one after another); default: all")
@@ -79,7 +81,9 @@ def main(argv=None):
     pairs = pair_personas(load_pool(args.profiles), load_pool(args.personalities),
                           args.conversations, seed=0)
     model = load_model(args.model, ModelOptions(batch_size=args.batch_size, dtype=args.dtype))
-    params = SamplingParams(temperature=0.7, max_new_tokens=args.max_new_tokens, seed=0)
+    stage = build_parser().parse_args(["--profiles", args.profiles, "--personalities", args.personalities])
+    params = sampling_params(stage, max_new_tokens=args.max_new_tokens or stage.max_new_tokens)  # the stage's
+    args.max_new_tokens = params.max_new_tokens
     settings = GenerationSettings(turns=args.turns, max_attempts=1)
     run(model, pairs[:1], params, GenerationSettings(turns=1, max_attempts=1), 1, True)  # warm-up
 

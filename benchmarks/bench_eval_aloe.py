@@ -52,6 +52,8 @@ def extrapolate(turn_times: list[float], target: int) -> float:
 
 
 def main(argv=None) -> int:
+    from aloe.cli import add_dtype_arg
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded", help="one spec for every role (default: embedded)")
     parser.add_argument("--conversations", type=int, default=100, help="persona pairs (the full benchmark: 100)")
@@ -61,8 +63,7 @@ def main(argv=None) -> int:
     parser.add_argument("--target-turns", type=int, default=10, help="extrapolate both sides to this many turns")
     parser.add_argument("--batch-size", type=int, default=50,
                         help="prompts per generate call on the batched side (default: the 100 conversations in two)")
-    parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
-                        help="local generation dtype (auto: bf16 where the hardware has it)")
+    add_dtype_arg(parser)
     args = parser.parse_args(argv)
 
     from aloe.benchmark import AloeBenchmark, RoleModels, ordered_pairs

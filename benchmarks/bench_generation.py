@@ -49,13 +49,14 @@ def prompts(count: int) -> list[list[dict]]:
 
 
 def main(argv=None) -> int:
+    from aloe.cli import add_dtype_arg
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
-                        help="local generation dtype (auto: bf16 where the hardware has it)")
+    add_dtype_arg(parser)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when visible)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 is faster on a busy shared machine)")

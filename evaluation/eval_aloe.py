@@ -36,10 +36,10 @@ DATASETS = Path(__file__).resolve().parents[1] / "datasets" / "aloe_eval"
 # The user simulator and the judge are fixed parts of the benchmark, not the model under test, so they
 # do not follow --model; the paper used GPT-4o-mini for both (see docs/evaluation.md).
 DEFAULT_HELPER_MODEL = "embedded"
-# Settings that change what the numbers mean; a result is only resumed or replaced under the same ones.
+# Settings that change what the numbers mean; a result is only resumed or replaced under the same ones
+# (with the resolved local dtype, the persona texts and the prompt files: see identity_of).
 IDENTITY_KEYS = ("model", "user_model", "judge_model", "turns", "seed", "temperature", "top_p", "max_new_tokens",
-                 "user_temperature", "user_max_new_tokens", "judge_temperature", "judge_max_new_tokens", "max_attempts",
-                 "dtype")
+                 "user_temperature", "user_max_new_tokens", "judge_temperature", "judge_max_new_tokens", "max_attempts")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ from aloe.models.base import ChatModel, Message, Reply, SamplingParams
 
 __all__ = [
     "ChatModel", "Message", "Reply", "SamplingParams", "ModelOptions", "ModelPool",
-    "load_model", "resolve_spec", "short_name", "ALIASES", "BACKENDS", "LOCAL_BACKENDS",
+    "load_model", "resolve_spec", "short_name", "ALIASES", "BACKENDS", "LOCAL_BACKENDS", "DTYPE_CHOICES",
 ]
 
 # The instruct models the ALOE paper trained and evaluated.
@@ -42,6 +42,7 @@ BACKENDS = {
 }
 
 LOCAL_BACKENDS = ("embedded", "hf")  # generate with transformers on this machine: --batch-size and --dtype apply
+DTYPE_CHOICES = ("auto", "bf16", "fp32")  # ModelOptions.dtype; the last two are aloe.models.local.DTYPES
 
 SPEC_HELP = (
     "use 'embedded', 'hf:<hub-id-or-path>', a local checkpoint path, a name under model_output/, "

@@ -52,9 +52,13 @@ def inference_dtype(device: str, choice: str = "auto") -> torch.dtype:
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")  # bfloat16, float32
+
+
 def inference_dtype_name(choice: str = "auto", device: str | None = None) -> str:
-    """`bf16` or `float32`-style name of the dtype `choice` means on this machine (or on `device`)."""
-    return str(inference_dtype(device or default_device(), choice)).removeprefix("torch.")
+    """The name of the dtype `choice` means on this machine (or on `device`)."""
+    return dtype_name(inference_dtype(device or default_device(), choice))
 
 
 def load_tokenizer(path: str):
@@ -96,7 +100,7 @@ class LocalChatModel(ChatModel):
 
     @property
     def dtype_name(self) -> str:
-        return str(self.model.dtype).removeprefix("torch.")
+        return dtype_name(self.model.dtype)
 
     def describe(self):
         template_hash = hashlib.sha256(self.tokenizer.chat_template.encode()).hexdigest()[:16]
