@@ -23,7 +23,7 @@ from aloe.benchmark import (
     PROMPTS, ROLES, AloeBenchmark, RoleModels, RoleParams, first_unparsed_reason, ordered_pairs, personas_hash,
     plot_levels, prompt_hashes, read_eval_records, result_metrics, settings_hash,
 )
-from aloe.cli import add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params, shard_arg, take_shard
+from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params, shard_arg, take_shard
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, merge_jsonl, rewrite_jsonl, write_json
 from aloe.personas import load_pool
@@ -43,7 +43,7 @@ IDENTITY_KEYS = ("model", "user_model", "judge_model", "turns", "seed", "tempera
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_model_args(parser)
     parser.set_defaults(max_new_tokens=128)
     group = parser.add_argument_group("benchmark")

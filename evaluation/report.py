@@ -9,13 +9,12 @@ it with the same name and .png. See docs/evaluation.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from aloe.benchmark import plot_levels
-from aloe.cli import cli_main
+from aloe.cli import ArgumentParser, cli_main
 from aloe.errors import AloeError
 
 COLUMNS = ("model", "conversations", "turns", "AL(1)", "AL(K)", "mean AL", "IR", "N-IR", "R²", "parse rate")
@@ -70,7 +69,7 @@ def table(results: list[dict]) -> str:
 
 @cli_main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("results", nargs="+", help="result JSON files written by evaluation/eval_aloe.py")
     parser.add_argument("--output", default="results/aloe/report.md",
                         help="Markdown table path; the plot is written beside it as .png")
