@@ -29,7 +29,8 @@ from aloe.judges import Verdict
 from aloe.judges import score as score_judge
 from aloe.jsonl import read_records
 from aloe.metrics import alignment_metrics
-from aloe.models.base import ChatModel, Message, Reply, SamplingParams
+from aloe.models.base import ChatModel, Reply, SamplingParams
+from aloe.messages import Message
 from aloe.prompts import prompt_hash
 from aloe.records import Persona, Record
 from aloe.simulation import USER_SIMULATOR_PROMPTS, clean_user_message, user_simulator_messages

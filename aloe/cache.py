@@ -13,7 +13,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from aloe.models.base import ChatModel, Message, Reply, SamplingParams
+from aloe.models.base import ChatModel, Reply, SamplingParams
+from aloe.messages import Message
 
 
 def cache_key(spec: str, messages: Sequence[Message], params: SamplingParams, sample_index: int) -> str:

@@ -23,13 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from aloe.chat import format_transcript
+from aloe.messages import format_transcript
 from aloe.errors import AloeError
 from aloe.judges import Verdict
 from aloe.judges.preference import (
     ON_TIE_RULES, PreferenceItem, PreferenceJudge, combine, judge_messages, judged_order,
 )
-from aloe.models.base import ChatModel, Message, SamplingParams
+from aloe.models.base import ChatModel, SamplingParams
+from aloe.messages import Message
 from aloe.prompts import prompt_hash, render
 from aloe.records import Conversation, PairedReplies, Persona, Turn
 from aloe.simulation import USER_SIMULATOR_PROMPTS, clean_user_message, user_simulator_messages

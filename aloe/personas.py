@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aloe.errors import RecordError
 from aloe.jsonl import iter_records
-from aloe.models.base import Message
+from aloe.messages import Message
 from aloe.prompts import render
 from aloe.records import Persona
 

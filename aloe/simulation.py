@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from aloe.chat import flip_roles
-from aloe.models.base import Message
+from aloe.messages import flip_roles
+from aloe.messages import Message
 from aloe.prompts import render
 
 USER_SIMULATOR_PROMPTS = ("user_simulator", "user_simulator_opening")

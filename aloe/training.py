@@ -22,12 +22,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from aloe.chat import truncate_left
+from aloe.messages import truncate_left
 from aloe.cli import positive_int
 from aloe.errors import AloeError, ModelSpecError
 from aloe.jsonl import read_records, write_json
 from aloe.models import model_output_dir, resolve_spec, short_name
-from aloe.models.base import Message
+from aloe.messages import Message
 from aloe.records import Branch, Conversation, Record
 
 log = logging.getLogger("aloe.training")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aloe.chat import flip_roles, truncate_left
+from aloe.messages import flip_roles, truncate_left
 from aloe.errors import ModelCallError, ModelSpecError
 from aloe.models import ModelOptions, SamplingParams, load_model
 

@@ -12,9 +12,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aloe.chat import format_transcript
+from aloe.messages import format_transcript
 from aloe.judges import Verdict
-from aloe.models.base import Message
+from aloe.messages import Message
 from aloe.prompts import render
 from aloe.records import JudgedOrder, ReplySource, TurnJudgement
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from aloe.judges import Verdict
-from aloe.models.base import Message
+from aloe.messages import Message
 from aloe.prompts import render
 
 PROMPT = "alignment_judge"

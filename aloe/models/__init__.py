@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aloe.errors import ModelSpecError
-from aloe.models.base import ChatModel, Message, Reply, SamplingParams
+from aloe.models.base import ChatModel, Reply, SamplingParams
+from aloe.messages import Message
 
 __all__ = [
     "ChatModel", "Message", "Reply", "SamplingParams", "ModelOptions", "ModelPool",

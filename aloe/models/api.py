@@ -18,7 +18,8 @@ import tenacity
 from dotenv import load_dotenv
 
 from aloe.errors import ModelCallError, ModelSpecError
-from aloe.models.base import ChatModel, Message, Reply, SamplingParams, validate_messages
+from aloe.models.base import ChatModel, Reply, SamplingParams
+from aloe.messages import Message, validate_messages
 
 load_dotenv(override=False)
 

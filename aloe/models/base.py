@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+from aloe.messages import Message
 
 
 @dataclass(frozen=True)
@@ -78,15 +78,3 @@ class ChatModel(ABC):
     def cache_identity(self) -> str:
         """What the response cache keys on besides the request: whatever changes the replies."""
         return self.spec
-
-
-def validate_messages(messages: Sequence[Message]) -> None:
-    """Roles are explicit and alternate; a batch that breaks this is a bug upstream, not a model error."""
-    roles = [message["role"] for message in messages]
-    if not roles or roles[-1] != "user":
-        raise ValueError(f"a conversation must end with a user message, got roles {roles}")
-    body = roles[1:] if roles[0] == "system" else roles
-    for position, role in enumerate(body):
-        expected = "user" if position % 2 == 0 else "assistant"
-        if role != expected:
-            raise ValueError(f"messages must alternate user/assistant after an optional system message, got {roles}")

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-from aloe.chat import truncate_left
+from aloe.messages import truncate_left
 from aloe.errors import ModelCallError, ModelSpecError
-from aloe.models.base import ChatModel, Message, Reply, SamplingParams, validate_messages
+from aloe.models.base import ChatModel, Reply, SamplingParams
+from aloe.messages import Message, validate_messages
 
 
 def default_device() -> str:

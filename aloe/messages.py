@@ -1,10 +1,10 @@
-"""Small helpers over chat message lists, shared by generation, training and evaluation."""
+"""Chat messages: the role/content dicts every backend, judge and trainer passes around, and helpers over them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from aloe.models.base import Message
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 
 
 def truncate_left(messages: Sequence[Message], length: Callable[[Sequence[Message]], int], limit: int) -> list[Message]:
@@ -36,3 +36,16 @@ def flip_roles(messages: Sequence[Message]) -> list[Message]:
     """The same transcript seen from the other side (the simulated user's view of a chat)."""
     swap = {"user": "assistant", "assistant": "user"}
     return [{"role": swap.get(m["role"], m["role"]), "content": m["content"]} for m in messages]
+
+
+def validate_messages(messages: Sequence[Message]) -> None:
+    """Roles are explicit and alternate; a batch that breaks this is a bug upstream, not a model error."""
+    roles = [message["role"] for message in messages]
+    if not roles or roles[-1] != "user":
+        raise ValueError(f"a conversation must end with a user message, got roles {roles}")
+    body = roles[1:] if roles[0] == "system" else roles
+    for position, role in enumerate(body):
+        expected = "user" if position % 2 == 0 else "assistant"
+        if role != expected:
+            raise ValueError(f"messages must alternate user/assistant after an optional system message, got {roles}")
+
