@@ -182,7 +182,9 @@ METHODS: dict[str, Method] = {entry.name: entry for entry in (
            trainer_kwargs=_reference_model),
     Method("orpo", "ORPO on preference pairs: SFT and an odds-ratio preference term in one stage, no reference model.",
            rows="preference", trainer="trl.experimental.orpo:ORPOTrainer", config="trl.experimental.orpo:ORPOConfig",
-           lr=5e-5, add_args=_orpo_args, settings=lambda args, model: dict(beta=args.orpo_lambda)),
+           lr=5e-5, add_args=_orpo_args,
+           # Its batches carry chosen_/rejected_input_ids, no input_ids for the token counter to read.
+           settings=lambda args, model: dict(beta=args.orpo_lambda, include_num_input_tokens_seen="no")),
     Method("reward", "A Bradley-Terry reward model on preference pairs: one score per reply, chosen above rejected.",
            rows="preference", trainer="trl:RewardTrainer", config="trl:RewardConfig", lr=1e-4,
            auto_class="transformers:AutoModelForSequenceClassification", lora_task="SEQ_CLS",
