@@ -104,6 +104,9 @@ def _aloe_rows(examples: Callable[[list[Conversation]], list[dict]]) -> Builder:
                 if turn.decided is not False or options.include_undecided:
                     rows.append(row)
         turns["kept"] = len(rows)
+        if not rows and turns["undecided"]:
+            raise TrainingError(f"all {turns['undecided']} judged turns are undecided (the judge orders disagreed or "
+                                "gave no verdict): nothing to train on; --include-undecided keeps them")
         return Rows(rows, {"conversations": len(conversations), "turns": sum(len(c.conversations) for c in conversations)},
                     {"turns": turns, "include_undecided": options.include_undecided})
 
