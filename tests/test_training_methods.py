@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from stage_scripts import ROOT, load_script, run_script
+from test_training import assistant, user, write_jsonl
 
 from aloe.errors import TrainingError
 from aloe.training import METHODS, build_parser, build_trainer, parse_args, prepare
@@ -19,21 +20,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 MISTRAL_TEMPLATE = ROOT / "training" / "chat_templates" / "mistral_inst.jinja"
 
 
-def write_jsonl(path: Path, records) -> Path:
-    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
-    return path
-
-
 def system(text):
     return {"role": "system", "content": text}
-
-
-def user(text):
-    return {"role": "user", "content": text}
-
-
-def assistant(text):
-    return {"role": "assistant", "content": text}
 
 
 def options(**flags) -> argparse.Namespace:
