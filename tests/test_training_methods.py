@@ -203,9 +203,13 @@ def pairs_file(tmp_path):
 
 def test_orpo_trains_saves_and_reloads(tmp_path, tiny_model_dir, pairs_file, monkeypatch):
     out = tmp_path / "model_output" / "tiny_orpo"
-    assert run_script("training/orpo.py", "--model", tiny_model_dir, "--train-data", pairs_file, "--output", out,
-                      "--batch-size", "2", "--warmup", "0", "--lr", "1e-3", "--max-steps", "2") == 0
+    flags = ["--model", tiny_model_dir, "--train-data", pairs_file, "--output", out, "--batch-size", "2",
+             "--warmup", "0", "--lr", "1e-3", "--max-steps", "2"]
+    assert run_script("training/orpo.py", *flags) == 0
     summary = json.loads((out / "training_summary.json").read_text())
+    # A launcher that always asks to resume (scripts/train_paper.sh) leaves a finished model alone.
+    assert run_script("training/orpo.py", *flags, "--resume-from-checkpoint") == 0
+    assert json.loads((out / "training_summary.json").read_text())["wall_time_s"] == summary["wall_time_s"]
     assert summary["method"] == "orpo" and summary["steps"] == 2 and summary["data_counts"]["pairs"] == 6
     assert summary["provenance"]["settings"]["trainer"]["beta"] == 0.1  # lambda, trl's name for it
     assert summary["training_data"]["files"][0]["sha256"] == hashlib.sha256(pairs_file.read_bytes()).hexdigest()

@@ -142,7 +142,10 @@ def _orpo_args(group) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def pairwise_accuracy(trainer, prep) -> dict[str, Any]:
-    """Share of held-out pairs whose chosen reply the reward model scores above the rejected one."""
+    """Share of held-out pairs whose chosen reply the reward model scores above the rejected one.
+
+    Every process scores every pair: the same forwards on each, which sharded weights (FSDP, ZeRO-3) need.
+    """
     import torch
 
     dataset = trainer.eval_dataset

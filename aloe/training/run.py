@@ -158,7 +158,7 @@ def build_trainer(prep: Prepared):
 def train(method_name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one training end to end; returns the training summary (also written beside the model)."""
     prep = prepare(method_name, args)
-    if prep.state == "finished" and not args.resume_from_checkpoint:
+    if _already_done(prep):
         log.info("%s already holds the finished model; pass --overwrite to train again", prep.output)
         return read_summary(prep.output) or {}
     resume = _resume_point(prep.output, args.resume_from_checkpoint)
@@ -184,6 +184,20 @@ def train(method_name: str, args: argparse.Namespace) -> dict[str, Any]:
                 shutil.rmtree(checkpoint, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return summary
+
+
+def _already_done(prep: Prepared) -> bool:
+    """A finished model is kept; with --resume-from-checkpoint it trains on only if asked for a longer run.
+
+    So a launcher that always passes --resume-from-checkpoint (scripts/train_paper.sh) skips finished
+    models and resumes killed ones.
+    """
+    if prep.state != "finished":
+        return False
+    if not prep.args.resume_from_checkpoint:
+        return True
+    flags = (read_summary(prep.output) or {}).get("provenance", {}).get("settings", {}).get("flags", {})
+    return (flags.get("max_steps"), flags.get("epochs")) == (prep.args.max_steps, prep.args.epochs)
 
 
 def _evaluate(prep: Prepared, trainer) -> dict[str, Any] | None:
