@@ -14,17 +14,14 @@ from pathlib import Path
 
 import torch
 
-from aloe.messages import truncate_left
 from aloe.errors import ModelCallError, ModelSpecError
+from aloe.messages import Message, inline_system_message, truncate_left, validate_messages
+from aloe.models import DTYPES
 from aloe.models.base import ChatModel, Reply, SamplingParams
-from aloe.messages import Message, inline_system_message, validate_messages
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # the --dtype names (with "auto") of every stage
 
 
 def cpu_has_native_bf16() -> bool:
@@ -44,7 +41,7 @@ def resolve_dtype(choice: str = "auto", device: str | None = None, *, training: 
     Training on a CPU stays fp32 even there: CPU autocast training is slow and rounds small updates away.
     """
     if choice != "auto":
-        return DTYPES[choice]
+        return getattr(torch, DTYPES[choice])
     device = device or default_device()
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
