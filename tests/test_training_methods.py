@@ -336,3 +336,19 @@ def test_any_stage_parser_takes_a_recipe(tmp_path):
     recipe.write_text("turn: 3\n")
     with pytest.raises(RecipeError, match="turn: unknown key"):
         parser.parse_args(["--config", str(recipe)])
+
+
+def test_reward_model_trains_on_from_a_reward_model(tmp_path, tiny_model_dir, pairs_file):
+    """A second reward stage (the paper's epoch on a helpfulness mix) starts from a sequence classifier."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    start = tmp_path / "tiny_seqcls"
+    config = AutoConfig.from_pretrained(tiny_model_dir, num_labels=1)
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(start)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(start)
+    out = tmp_path / "tiny_reward_2"
+    assert run_script("training/reward_model.py", "--model", start, "--train-data", pairs_file, "--output", out,
+                      "--batch-size", "2", "--warmup", "0", "--lr", "1e-2", "--max-steps", "1", "--full") == 0
+    assert "score.weight" in changed_parameters(start, out)
