@@ -213,17 +213,18 @@ def _is_str(record: dict, *keys: str) -> bool:
     return all(isinstance(record.get(key), str) for key in keys)
 
 
-# Detection tries the entries in order; the first whose `detect` accepts a file's first record wins.
+# Detection tries the entries in order; the first whose `detect` accepts a file's first record wins
+# (pairs before system-message rows: pairs built from system messages may keep an `output` column).
 FORMATS: dict[str, DataFormat] = {entry.name: entry for entry in (
     DataFormat("aloe", "ALOE tree-structured conversations", Conversation,
                detect=lambda r: "conversations" in r,
                completion=_aloe_completion, preference=_aloe_rows(dpo_examples), add_args=_aloe_args),
-    DataFormat("system_messages", "Multifaceted Collection rows: system, prompt, output", SystemMessageRow,
-               detect=lambda r: _is_str(r, "system", "prompt", "output"),
-               completion=_system_completion, preference=None),
     DataFormat("pairs", 'preference pairs {"id", "prompt", "chosen", "rejected", "system"?}', PreferencePair,
                detect=lambda r: _is_str(r, "prompt", "chosen", "rejected"),
                completion=_pairs_completion, preference=_pairs_preference),
+    DataFormat("system_messages", "Multifaceted Collection rows: system, prompt, output", SystemMessageRow,
+               detect=lambda r: _is_str(r, "system", "prompt", "output"),
+               completion=_system_completion, preference=None),
     DataFormat("trl", "trl's preference format (strings or message lists, prompt optional)", TrlPreference,
                detect=lambda r: "chosen" in r and "rejected" in r,
                completion=_trl_completion, preference=_trl_preference),
