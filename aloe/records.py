@@ -135,7 +135,7 @@ class Conversation(Record):
 
 def content_id(prefix: str, *parts: Any) -> str:
     """A stable id from a record's content, for files whose records carry none."""
-    return prefix + hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:12]
+    return prefix + hashlib.sha1(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:12]
 
 
 class ChatMessage(Record):
