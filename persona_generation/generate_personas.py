@@ -133,7 +133,10 @@ def main(argv=None):
             novelty = NoveltyFilter(embedder, args.threshold)
             novelty.add([persona.text for persona in pool], [persona.id for persona in pool])
             growth = PoolGrowth(kind, model, sampling_params(args), novelty, pool, settings)
-            next_round = max((persona.round for persona in pool), default=0) + 1
+            # After every round already logged, even one that accepted nothing: replaying its number would
+            # ask its prompts again and get the same barren replies from the cache on every re-run.
+            logged = [entry.get("round", 0) for entry in history if isinstance(entry, dict)]
+            next_round = max([persona.round for persona in pool] + logged) + 1
             for round_number in range(next_round, next_round + args.max_rounds):
                 if len(growth.texts) >= target:
                     break
