@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from aloe.errors import IncompleteBatch
 from aloe.models.base import ChatModel, Reply, SamplingParams
 from aloe.messages import Message
 
@@ -76,9 +77,15 @@ class CachedChatModel(ChatModel):
                 if on_reply is not None:
                     on_reply(todo[i], reply)
 
-            fresh = self.model.generate(
-                [conversations[p] for p in todo], params, [indices[p] for p in todo], on_reply=store
-            )
+            try:
+                fresh = self.model.generate(
+                    [conversations[p] for p in todo], params, [indices[p] for p in todo], on_reply=store
+                )
+            except IncompleteBatch as exc:
+                # Positions in the whole batch, cached replies included, for the stage that catches it.
+                for position, reply in zip(todo, exc.replies):
+                    replies[position] = reply
+                raise IncompleteBatch(str(exc), replies, {todo[i]: why for i, why in exc.failures.items()}) from None
             for position, reply in zip(todo, fresh):
                 replies[position] = reply
         return replies  # type: ignore[return-value]

@@ -56,6 +56,8 @@ def add_model_args(parser: argparse.ArgumentParser, roles: Sequence[str] = (), d
     group.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (default: $OPENAI_BASE_URL)")
     group.add_argument("--batch-size", type=positive_int, default=8, help="local models: conversations per generate call")
     group.add_argument("--concurrency", type=positive_int, default=8, help="API models: requests in flight at once")
+    group.add_argument("--timeout", type=positive_float, default=ModelOptions.timeout_s,
+                       help="API models: seconds one request may take before it is retried (default: %(default)s)")
     add_dtype_arg(group)
     group.add_argument("--max-new-tokens", type=positive_int, default=256)
     group.add_argument("--temperature", type=float, default=0.7)
@@ -86,17 +88,26 @@ def model_pool(args: argparse.Namespace, output: str | Path) -> ModelPool:
     from aloe.cache import ResponseCache
 
     options = ModelOptions(batch_size=args.batch_size, concurrency=args.concurrency, base_url=args.base_url,
-                           dtype=args.dtype)
-    cache = None
+                           dtype=args.dtype, timeout_s=args.timeout)
+    # Every role's spec (--model, --judge-model, ...) is checked before any model loads.
+    specs = [value for name, value in vars(args).items() if name == "model" or name.endswith("_model")]
+    pool = ModelPool(options, specs=[spec for spec in specs if isinstance(spec, str)])
     if not args.no_cache:
-        cache = ResponseCache(args.cache or Path(output).parent / "responses.sqlite")
-    return ModelPool(options, cache)
+        pool.cache = ResponseCache(args.cache or Path(output).parent / "responses.sqlite")
+    return pool
 
 
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
     return value
 
 
