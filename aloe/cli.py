@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from aloe.errors import AloeError
+from aloe.logs import configure_logging, redact
 from aloe.models import DTYPE_CHOICES, ModelOptions, ModelPool, SamplingParams
 
 T = TypeVar("T")
@@ -25,13 +25,11 @@ def cli_main(main: Callable[..., int | None]) -> Callable[..., int]:
 
     @functools.wraps(main)
     def wrapper(argv: Sequence[str] | None = None) -> int:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-        for noisy in ("httpx", "httpcore", "openai", "anthropic", "urllib3", "sentence_transformers"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        configure_logging()
         try:
             return main(argv) or 0
         except AloeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {redact(str(exc))}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print("interrupted: finished records are saved; re-run the same command to resume", file=sys.stderr)

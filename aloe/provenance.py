@@ -7,6 +7,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from aloe.logs import redact_data
 from aloe.prompts import prompt_hash
 
 PACKAGES = ("aloe-kit", "torch", "transformers", "trl", "peft", "accelerate", "datasets",
@@ -33,10 +34,12 @@ def git_commit() -> str | None:
 
 
 def provenance(settings: dict, models: dict | None = None, prompts: list[str] = ()) -> dict:
-    """Settings, model descriptions, prompt hashes, package versions, git commit and date."""
+    """Settings, model descriptions, prompt hashes, package versions, git commit and date.
+
+    Credentials in URLs (`--base-url http://user:pass@host`) are redacted: the file is shared with results."""
     return {
-        "settings": settings,
-        "models": models or {},
+        "settings": redact_data(settings),
+        "models": redact_data(models or {}),
         "prompts": {name: prompt_hash(name) for name in prompts},
         "packages": package_versions(),
         "git_commit": git_commit(),

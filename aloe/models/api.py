@@ -22,6 +22,7 @@ import tenacity
 from dotenv import load_dotenv
 
 from aloe.errors import IncompleteBatch, ModelCallError, ModelSpecError
+from aloe.logs import redact
 from aloe.models.base import ChatModel, Reply, SamplingParams
 from aloe.messages import Message, validate_messages
 
@@ -120,7 +121,7 @@ class APIChatModel(ChatModel):
         raise NotImplementedError
 
     def describe(self):
-        return {"spec": self.spec, "model": self.model_name, "base_url": self.base_url}
+        return {"spec": self.spec, "model": self.model_name, "base_url": self.base_url and redact(self.base_url)}
 
     def cache_identity(self):
         # The same model name on another server (vLLM, a local test server) gives other replies.
@@ -162,7 +163,7 @@ class APIChatModel(ChatModel):
             if status == 401:
                 fix = f"check {self.key_env}"
             return ModelCallError(f"{self.spec}: request failed with HTTP {status}: {fix}")
-        return ModelCallError(f"{self.spec}: {type(exc).__name__}: {exc}")
+        return ModelCallError(f"{self.spec}: {type(exc).__name__}: {redact(str(exc))}")
 
     def generate(self, conversations, params, sample_indices=None, on_reply: Callable[[int, Reply], None] | None = None):
         for conversation in conversations:
