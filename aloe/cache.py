@@ -68,6 +68,9 @@ class CachedChatModel(ChatModel):
         indices = list(sample_indices) if sample_indices is not None else [0] * len(conversations)
         keys = [cache_key(self.identity, conv, params, index) for conv, index in zip(conversations, indices)]
         replies: list[Reply | None] = [self.cache.get(key) for key in keys]
+        reported = getattr(self.model, "reported_models", None)
+        if reported is not None:  # the backend's description then names the snapshots behind cached replies too
+            reported.update(reply.model for reply in replies if reply is not None and reply.model)
         todo = [position for position, reply in enumerate(replies) if reply is None]
         if todo:
 

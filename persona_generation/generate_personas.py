@@ -125,11 +125,14 @@ def main(argv=None):
     with JsonlWriter(output, overwrite=args.overwrite) as writer:
         writer.write_all(new_seeds)
         if model is not None:
-            write_json(sidecar(output, "provenance"), provenance(
-                settings={**vars(args), "target_this_shard": target, "seeds": str(seeds_path)},
-                models={"generator": model.describe(), "embedder": embedder.describe()},
-                prompts=[kind.prompt],
-            ))
+            def record_provenance():  # again at the end: the description then names the API's reported snapshot
+                write_json(sidecar(output, "provenance"), provenance(
+                    settings={**vars(args), "target_this_shard": target, "seeds": str(seeds_path)},
+                    models={"generator": model.describe(), "embedder": embedder.describe()},
+                    prompts=[kind.prompt],
+                ))
+
+            record_provenance()
             novelty = NoveltyFilter(embedder, args.threshold)
             novelty.add([persona.text for persona in pool], [persona.id for persona in pool])
             growth = PoolGrowth(kind, model, sampling_params(args), novelty, pool, settings)
@@ -150,6 +153,7 @@ def main(argv=None):
                          round_number, entry["requests"], entry["parsed"], entry["novel"],
                          100 * entry["acceptance_rate"], entry["pool_size"], target, entry["generate_s"] + entry["filter_s"])
             pool_size = len(growth.texts)
+            record_provenance()
         else:
             pool_size = len(pool)
     print(summary(args, output, pool_size, target, seed_count, added, this_run, time.perf_counter() - started))

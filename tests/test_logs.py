@@ -41,4 +41,6 @@ def test_a_stage_logs_no_requests_and_writes_no_password(openai_stub, tmp_path, 
     captured = capsys.readouterr()
     written = "".join(path.read_text(errors="replace") for path in tmp_path.iterdir() if path.suffix == ".json")
     assert "alice:s3cret" in base_url and "s3cret" not in caplog.text + captured.out + captured.err + written
-    assert "http://***@127.0.0.1" in output.with_name("profiles.provenance.json").read_text()
+    recorded = output.with_name("profiles.provenance.json").read_text()
+    assert "http://***@127.0.0.1" in recorded
+    assert '"reported_models": [\n        "stub-2024-07-18"' in recorded  # written again after the rounds

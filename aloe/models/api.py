@@ -85,6 +85,7 @@ class APIChatModel(ChatModel):
         self.timeout_s = timeout_s
         self.backoff_initial_s = backoff_initial_s
         self.base_url = base_url
+        self.reported_models: set[str] = set()  # the snapshots the API says answered (gpt-4o -> gpt-4o-2024-08-06)
         self.client = self._make_client(self._api_key(api_key), base_url, timeout_s, http_client)
 
     @classmethod
@@ -121,7 +122,10 @@ class APIChatModel(ChatModel):
         raise NotImplementedError
 
     def describe(self):
-        return {"spec": self.spec, "model": self.model_name, "base_url": self.base_url and redact(self.base_url)}
+        description = {"spec": self.spec, "model": self.model_name, "base_url": self.base_url and redact(self.base_url)}
+        if self.reported_models:
+            description["reported_models"] = sorted(self.reported_models)
+        return description
 
     def cache_identity(self):
         # The same model name on another server (vLLM, a local test server) gives other replies.
@@ -148,6 +152,7 @@ class APIChatModel(ChatModel):
         except Exception as exc:  # noqa: BLE001 - every failure becomes one actionable error
             raise self._explain(exc) from exc
         reply.latency_s = time.perf_counter() - start
+        self.reported_models.add(reply.model)
         return reply
 
     def _explain(self, exc: Exception) -> ModelCallError:
