@@ -24,6 +24,7 @@ from aloe.embeddings import NoveltyFilter, load_embedder
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, write_json
 from aloe.personas import KINDS, GrowthSettings, PoolGrowth, load_pool
+from aloe.progress import Progress
 from aloe.provenance import provenance
 
 log = logging.getLogger("generate_personas")
@@ -140,18 +141,20 @@ def main(argv=None):
             # ask its prompts again and get the same barren replies from the cache on every re-run.
             logged = [entry.get("round", 0) for entry in history if isinstance(entry, dict)]
             next_round = max([persona.round for persona in pool] + logged) + 1
-            for round_number in range(next_round, next_round + args.max_rounds):
-                if len(growth.texts) >= target:
-                    break
-                result = growth.run_round(round_number, room=target - len(growth.texts))
-                writer.write_all(result.accepted)
-                added += len(result.accepted)
-                this_run.append(result.log)
-                write_json(rounds_path, {"kind": args.kind, "output": str(output), "rounds": history + this_run})
-                entry = result.log
-                log.info("round %d: %d requests, %d candidates parsed, %d novel (%.0f%%), pool %d/%d, %.1fs",
-                         round_number, entry["requests"], entry["parsed"], entry["novel"],
-                         100 * entry["acceptance_rate"], entry["pool_size"], target, entry["generate_s"] + entry["filter_s"])
+            with Progress(target, kind.plural, "personas", initial=len(growth.texts)) as progress:
+                for round_number in range(next_round, next_round + args.max_rounds):
+                    if len(growth.texts) >= target:
+                        break
+                    result = growth.run_round(round_number, room=target - len(growth.texts))
+                    writer.write_all(result.accepted)
+                    added += len(result.accepted)
+                    this_run.append(result.log)
+                    write_json(rounds_path, {"kind": args.kind, "output": str(output), "rounds": history + this_run})
+                    entry = result.log
+                    progress.note(f"round {round_number}: {entry['requests']} requests, {entry['parsed']} candidates "
+                                  f"parsed, {entry['novel']} novel ({100 * entry['acceptance_rate']:.0f}%), pool "
+                                  f"{entry['pool_size']}/{target}, {entry['generate_s'] + entry['filter_s']:.1f}s", log)
+                    progress.update(len(result.accepted))
             pool_size = len(growth.texts)
             record_provenance()
         else:
