@@ -7,8 +7,7 @@ import logging
 import pytest
 
 from aloe.logs import redact, redact_data
-from stage_scripts import run_script
-from test_persona_resilience import SEEDS, persona_reply
+from persona_stub import grow, persona_reply, write_seeds
 
 
 @pytest.mark.parametrize("text, redacted", [
@@ -26,14 +25,10 @@ def test_redact_takes_credentials_out_of_urls(text, redacted):
 def test_a_stage_logs_no_requests_and_writes_no_password(openai_stub, tmp_path, caplog, capsys):
     server = openai_stub(reply=persona_reply)
     base_url = server.base_url.replace("http://", "http://alice:s3cret@")
-    seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text("".join(f'"{text}"\n' for text in SEEDS))
     output = tmp_path / "profiles.jsonl"
     with caplog.at_level(logging.DEBUG):
-        assert run_script("persona_generation/generate_personas.py", "--kind", "profile", "--model", "openai:stub",
-                          "--base-url", base_url, "--seeds", seeds, "--output", output, "--target", "8",
-                          "--examples-per-prompt", "2", "--per-request", "3", "--requests-per-round", "1",
-                          "--threshold", "0.95", "--min-words", "5") == 0
+        assert grow(server, write_seeds(tmp_path / "seeds.jsonl"), output, "--target", "8",
+                    "--requests-per-round", "1", "--base-url", base_url) == 0
     assert len(server.requests) == 1
     requests_logged = [r for r in caplog.records if r.name.startswith(("httpx", "httpcore", "openai"))
                        and r.levelno < logging.WARNING]

@@ -3,33 +3,14 @@ not replayed on resume."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import random
 from dataclasses import dataclass
 
 import pytest
 
 from aloe.models import ModelOptions
 from conftest import FAULTS, FaultPlan
-from stage_scripts import run_script
-
-WORDS = ("accountant baker cyclist diver engineer farmer gardener historian illustrator jeweller knitter "
-         "librarian mechanic nurse optician plumber quilter rower surgeon tailor violinist welder zoologist "
-         "Oslo Lima Kyoto Accra Perth Quito Riga Dakar Hanoi Cork Bern Fez Baku Nice Split Turin Leeds "
-         "twins widow cousins grandson stepfather flatmates beagle parrot tortoise ferrets goldfish "
-         "chess kayaking pottery karaoke sudoku birdwatching fencing origami bouldering salsa darts "
-         "night-shift commute allotment caravan houseboat loft farmhouse bungalow dormitory cabin").split()
-
-
-def persona_reply(body: dict) -> str:
-    """Three distinct made-up profiles, the same for the same request (the seed and prompt pick them)."""
-    rng = random.Random(hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest())
-    return "\n".join(f"{n}. " + " ".join(rng.choice(WORDS) for _ in range(30)) + "." for n in (1, 2, 3))
-
-
-SEEDS = [" ".join(random.Random(f"seed-{n}").choice(WORDS) for _ in range(30)) for n in range(6)]
-
+from persona_stub import grow, persona_reply, write_seeds
 
 @dataclass(frozen=True)
 class QuickRetries(ModelOptions):
@@ -38,16 +19,7 @@ class QuickRetries(ModelOptions):
 
 @pytest.fixture
 def seeds(tmp_path):
-    path = tmp_path / "seeds.jsonl"
-    path.write_text("".join(json.dumps(text) + "\n" for text in SEEDS))
-    return path
-
-
-def grow(server, seeds, output, *extra):
-    return run_script("persona_generation/generate_personas.py", "--kind", "profile", "--model", "openai:stub",
-                      "--base-url", server.base_url, "--seeds", seeds, "--output", output,
-                      "--examples-per-prompt", "2", "--per-request", "3", "--requests-per-round", "4",
-                      "--threshold", "0.95", "--min-words", "5", *extra)
+    return write_seeds(tmp_path / "seeds.jsonl")
 
 
 def test_every_fault_at_15_percent_each_finishes_in_one_run_with_nothing_lost(openai_stub, seeds, tmp_path,

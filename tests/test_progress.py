@@ -6,8 +6,7 @@ import io
 import re
 
 from aloe.progress import Progress
-from stage_scripts import run_script
-from test_persona_resilience import SEEDS, persona_reply
+from persona_stub import grow, persona_reply, write_seeds
 
 
 class Terminal(io.StringIO):
@@ -49,12 +48,8 @@ def test_a_terminal_gets_a_bar_that_clears_itself_and_off_means_off(monkeypatch)
 def test_persona_growth_shows_progress_and_keeps_the_summary_last(openai_stub, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ALOE_PROGRESS_INTERVAL", "0")
     server = openai_stub(reply=persona_reply)
-    seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text("".join(f'"{text}"\n' for text in SEEDS))
-    assert run_script("persona_generation/generate_personas.py", "--kind", "profile", "--model", "openai:stub",
-                      "--base-url", server.base_url, "--seeds", seeds, "--output", tmp_path / "profiles.jsonl",
-                      "--target", "12", "--examples-per-prompt", "2", "--per-request", "3",
-                      "--requests-per-round", "1", "--threshold", "0.95", "--min-words", "5") == 0
+    assert grow(server, write_seeds(tmp_path / "seeds.jsonl"), tmp_path / "profiles.jsonl", "--target", "12",
+                "--requests-per-round", "1") == 0
     captured = capsys.readouterr()
     assert [line.split(" [")[0] for line in captured.err.splitlines() if line.startswith("profiles:")] == [
         "profiles: 9/12 personas", "profiles: 12/12 personas"]
