@@ -115,8 +115,9 @@ def main(argv=None):
 
     model = embedder = None
     if len(pool) < target:
+        models = model_pool(args, output)  # checks the spec and its key before anything loads
         embedder = load_embedder(args.embedder)
-        model = model_pool(args, output).get(args.model)
+        model = models.get(args.model)
     settings = GrowthSettings(examples_per_prompt=args.examples_per_prompt, per_request=args.per_request,
                               requests_per_round=args.requests_per_round, min_words=min_words,
                               max_words=max_words, seed=args.seed, shard=(shard_index, shard_count))

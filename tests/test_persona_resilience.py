@@ -11,6 +11,7 @@ import pytest
 from aloe.models import ModelOptions
 from conftest import FAULTS, FaultPlan
 from persona_stub import grow, persona_reply, write_seeds
+from stage_scripts import run_script
 
 @dataclass(frozen=True)
 class QuickRetries(ModelOptions):
@@ -59,3 +60,12 @@ def test_a_round_that_accepted_nothing_is_not_replayed_on_resume(openai_stub, se
     assert (first["round"], first["accepted"]) == (1, 0)
     # New questions, not the first round's prompts answered again from the cache.
     assert second["round"] == 2 and second["cached_replies"] == 0 and second["accepted"] > 0
+
+
+def test_a_malformed_key_is_reported_before_the_embedder_loads(seeds, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789\n")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setattr("aloe.embeddings.load_embedder", lambda spec: pytest.fail("the embedder was loaded first"))
+    assert run_script("persona_generation/generate_personas.py", "--kind", "profile", "--model", "openai:gpt-4o",
+                      "--seeds", seeds, "--output", tmp_path / "profiles.jsonl", "--target", "30") == 1
+    assert capsys.readouterr().err.startswith("error: OPENAI_API_KEY ends with a line break")
