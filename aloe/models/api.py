@@ -152,7 +152,8 @@ class APIChatModel(ChatModel):
         except Exception as exc:  # noqa: BLE001 - every failure becomes one actionable error
             raise self._explain(exc) from exc
         reply.latency_s = time.perf_counter() - start
-        self.reported_models.add(reply.model)
+        if reply.model:
+            self.reported_models.add(reply.model)
         return reply
 
     def _explain(self, exc: Exception) -> ModelCallError:
