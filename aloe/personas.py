@@ -1,6 +1,6 @@
 """Persona pools: reading them, asking a model for new personas, and parsing what it writes.
 
-Two kinds of persona text (DESIGN section 3): *profiles* (objective daily-life facts) and
+Two kinds of persona text (docs/persona_generation.md): *profiles* (objective daily-life facts) and
 *personalities* (traits visible in conversation). Each kind is one entry of `KINDS`: its prompt
 file and the length bounds a parsed candidate must meet.
 """
