@@ -54,8 +54,8 @@ def add_model_args(parser: argparse.ArgumentParser, roles: Sequence[str] = (), d
     group.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (default: $OPENAI_BASE_URL)")
     group.add_argument("--batch-size", type=positive_int, default=8, help="local models: conversations per generate call")
     group.add_argument("--concurrency", type=positive_int, default=8, help="API models: requests in flight at once")
-    group.add_argument("--timeout", type=positive_float, default=ModelOptions.timeout_s,
-                       help="API models: seconds one request may take before it is retried (default: %(default)s)")
+    group.add_argument("--timeout", type=positive_float, default=None,
+                       help="API models: seconds one request may take before it is retried (default: 120)")
     add_dtype_arg(group)
     group.add_argument("--max-new-tokens", type=positive_int, default=256)
     group.add_argument("--temperature", type=float, default=0.7)
@@ -85,8 +85,9 @@ def model_pool(args: argparse.Namespace, output: str | Path) -> ModelPool:
     """A pool that loads each spec once, with the run's response cache unless --no-cache."""
     from aloe.cache import ResponseCache
 
+    timeout = {"timeout_s": args.timeout} if args.timeout else {}  # else ModelOptions' default
     options = ModelOptions(batch_size=args.batch_size, concurrency=args.concurrency, base_url=args.base_url,
-                           dtype=args.dtype, timeout_s=args.timeout)
+                           dtype=args.dtype, **timeout)
     # Every role's spec (--model, --judge-model, ...) is checked before any model loads.
     specs = [value for name, value in vars(args).items() if name == "model" or name.endswith("_model")]
     pool = ModelPool(options, specs=[spec for spec in specs if isinstance(spec, str)])
