@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from aloe.errors import IncompleteBatch
 from aloe.models.base import ChatModel, Reply, SamplingParams
 from aloe.messages import Message
 
@@ -67,6 +68,9 @@ class CachedChatModel(ChatModel):
         indices = list(sample_indices) if sample_indices is not None else [0] * len(conversations)
         keys = [cache_key(self.identity, conv, params, index) for conv, index in zip(conversations, indices)]
         replies: list[Reply | None] = [self.cache.get(key) for key in keys]
+        reported = getattr(self.model, "reported_models", None)
+        if reported is not None:  # the backend's description then names the snapshots behind cached replies too
+            reported.update(reply.model for reply in replies if reply is not None and reply.model)
         todo = [position for position, reply in enumerate(replies) if reply is None]
         if todo:
 
@@ -76,9 +80,15 @@ class CachedChatModel(ChatModel):
                 if on_reply is not None:
                     on_reply(todo[i], reply)
 
-            fresh = self.model.generate(
-                [conversations[p] for p in todo], params, [indices[p] for p in todo], on_reply=store
-            )
+            try:
+                fresh = self.model.generate(
+                    [conversations[p] for p in todo], params, [indices[p] for p in todo], on_reply=store
+                )
+            except IncompleteBatch as exc:
+                # Positions in the whole batch, cached replies included, for the stage that catches it.
+                for position, reply in zip(todo, exc.replies):
+                    replies[position] = reply
+                raise IncompleteBatch(str(exc), replies, {todo[i]: why for i, why in exc.failures.items()}) from None
             for position, reply in zip(todo, fresh):
                 replies[position] = reply
         return replies  # type: ignore[return-value]

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aloe.errors import AloeError
+from aloe.logs import configure_logging, redact
 from aloe.models import DTYPE_CHOICES, ModelOptions, ModelPool, SamplingParams
 
 T = TypeVar("T")
@@ -25,13 +25,11 @@ def cli_main(main: Callable[..., int | None]) -> Callable[..., int]:
 
     @functools.wraps(main)
     def wrapper(argv: Sequence[str] | None = None) -> int:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-        for noisy in ("httpx", "httpcore", "openai", "anthropic", "urllib3", "sentence_transformers"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        configure_logging()
         try:
             return main(argv) or 0
         except AloeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {redact(str(exc))}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print("interrupted: finished records are saved; re-run the same command to resume", file=sys.stderr)
@@ -138,6 +136,8 @@ def add_model_args(parser: argparse.ArgumentParser, roles: Sequence[str] = (), d
     group.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (default: $OPENAI_BASE_URL)")
     group.add_argument("--batch-size", type=positive_int, default=8, help="local models: conversations per generate call")
     group.add_argument("--concurrency", type=positive_int, default=8, help="API models: requests in flight at once")
+    group.add_argument("--timeout", type=positive_float, default=None,
+                       help="API models: seconds one request may take before it is retried (default: 120)")
     add_dtype_arg(group)
     group.add_argument("--max-new-tokens", type=positive_int, default=256)
     group.add_argument("--temperature", type=float, default=0.7)
@@ -167,12 +167,15 @@ def model_pool(args: argparse.Namespace, output: str | Path) -> ModelPool:
     """A pool that loads each spec once, with the run's response cache unless --no-cache."""
     from aloe.cache import ResponseCache
 
+    timeout = {"timeout_s": args.timeout} if args.timeout else {}  # else ModelOptions' default
     options = ModelOptions(batch_size=args.batch_size, concurrency=args.concurrency, base_url=args.base_url,
-                           dtype=args.dtype)
-    cache = None
+                           dtype=args.dtype, **timeout)
+    # Every role's spec (--model, --judge-model, ...) is checked before any model loads.
+    specs = [value for name, value in vars(args).items() if name == "model" or name.endswith("_model")]
+    pool = ModelPool(options, specs=[spec for spec in specs if isinstance(spec, str)])
     if not args.no_cache:
-        cache = ResponseCache(args.cache or Path(output).parent / "responses.sqlite")
-    return ModelPool(options, cache)
+        pool.cache = ResponseCache(args.cache or Path(output).parent / "responses.sqlite")
+    return pool
 
 
 def positive_int(text: str) -> int:

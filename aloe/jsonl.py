@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ from pydantic import BaseModel, ValidationError
 from aloe.errors import RecordError
 
 T = TypeVar("T", bound=BaseModel)
+log = logging.getLogger(__name__)
+_DECODER = json.JSONDecoder()
 
 
 def _describe(error: ValidationError) -> str:
@@ -28,38 +31,52 @@ def iter_records(
 ) -> Iterator[T]:
     """Yield validated records; any problem raises RecordError naming `file:line: field: problem`.
 
-    `from_string` accepts lines that hold one bare JSON string (the seed repository's pool format).
-    A final line without a newline is an interrupted write and is skipped.
+    `from_string` accepts bare JSON strings (the seed repository's pool format). Consecutive JSON
+    values on one line are read as consecutive records, with a warning naming the line. A final line
+    without a newline is kept if it is complete JSON, else skipped as an interrupted write.
     """
     path = Path(path)
     if not path.is_file():
         raise RecordError(f"{path}: file not found")
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            if not line.endswith("\n") and _is_truncated(line):
-                return
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RecordError(f"{path}:{number}: record: not valid JSON ({exc.msg})") from None
-            if isinstance(data, str) and from_string is not None:
-                data = from_string(data).model_dump()
-            if not isinstance(data, dict):
-                raise RecordError(f"{path}:{number}: record: expected a JSON object, got {type(data).__name__}")
-            try:
-                yield schema.model_validate(data)
-            except ValidationError as exc:
-                raise RecordError(f"{path}:{number}: {_describe(exc)}") from None
+            for data in _line_values(path, number, line) or ():
+                if isinstance(data, str) and from_string is not None:
+                    data = from_string(data).model_dump()
+                if not isinstance(data, dict):
+                    raise RecordError(f"{path}:{number}: record: expected a JSON object, got {type(data).__name__}")
+                try:
+                    yield schema.model_validate(data)
+                except ValidationError as exc:
+                    raise RecordError(f"{path}:{number}: {_describe(exc)}") from None
 
 
-def _is_truncated(line: str) -> bool:
-    try:
-        json.loads(line)
-    except json.JSONDecodeError:
-        return True
-    return False
+def _line_values(path: Path, number: int, line: str) -> list[Any] | None:
+    """The JSON values on one line; None for a half-written last line (no newline, not valid JSON).
+
+    A line normally holds one value. Published files sometimes hold two back to back (the original
+    authors' profile.jsonl, line 6): their reader splits them, so ours does too, with a warning.
+    """
+    values = []
+    position = _skip_space(line, 0)
+    while position < len(line):
+        try:
+            value, position = _DECODER.raw_decode(line, position)
+        except json.JSONDecodeError as exc:
+            if not line.endswith("\n"):
+                return None  # a kill mid-write; the writer drops it on the next open
+            raise RecordError(f"{path}:{number}: record: not valid JSON ({exc.msg})") from None
+        values.append(value)
+        position = _skip_space(line, position)
+    if len(values) > 1:
+        log.warning("%s:%d: %d JSON values on one line; reading each as a record", path, number, len(values))
+    return values
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position].isspace():
+        position += 1
+    return position
 
 
 def read_records(path, schema: type[T], from_string=None, *, allow_empty: bool = False) -> list[T]:
@@ -83,21 +100,18 @@ def existing_ids(path: str | os.PathLike) -> set[str]:
 
 
 def _complete_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed JSON) of each finished line; a half-written last line is skipped."""
+    """(line number, parsed JSON) of each finished value; a half-written last line is skipped."""
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip() or not line.endswith("\n"):
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RecordError(f"{path}:{number}: record: not valid JSON ({exc.msg})") from None
+            for value in _line_values(path, number, line) or ():
+                yield number, value
 
 
 class JsonlWriter:
     """Appends one JSON object per line and flushes it, so a killed run keeps every finished record.
 
-    Opening drops a half-written last line left by an interrupted run; `overwrite` starts the file anew.
+    Opening drops a half-written last line left by an interrupted run and ends a complete last line
+    that lacks its newline (the reader accepts it, so it is kept); `overwrite` starts the file anew.
     """
 
     def __init__(self, path: str | os.PathLike, overwrite: bool = False):
@@ -134,6 +148,7 @@ def _drop_partial_last_line(path: Path) -> None:
         # Read backwards from the end only as far as the last newline: output files can be large.
         end = handle.seek(0, os.SEEK_END)
         position = end
+        start = 0  # where the last line begins
         while position > 0:
             step = min(65536, position)
             position -= step
@@ -143,9 +158,14 @@ def _drop_partial_last_line(path: Path) -> None:
                 return
             newline = chunk.rfind(b"\n")
             if newline >= 0:
-                handle.truncate(position + newline + 1)
-                return
-        handle.truncate(0)
+                start = position + newline + 1
+                break
+        handle.seek(start)
+        last = handle.read().decode("utf-8", errors="replace")
+        if _line_values(path, 0, last):
+            handle.write(b"\n")  # a complete record the reader accepts: keep it, end its line
+        else:
+            handle.truncate(start)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

@@ -1,6 +1,6 @@
 """Persona pools: reading them, asking a model for new personas, and parsing what it writes.
 
-Two kinds of persona text (DESIGN section 3): *profiles* (objective daily-life facts) and
+Two kinds of persona text (docs/persona_generation.md): *profiles* (objective daily-life facts) and
 *personalities* (traits visible in conversation). Each kind is one entry of `KINDS`: its prompt
 file and the length bounds a parsed candidate must meet.
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aloe.errors import RecordError
+from aloe.errors import IncompleteBatch, RecordError
 from aloe.jsonl import iter_records
 from aloe.messages import Message
 from aloe.prompts import render
@@ -251,7 +251,13 @@ class PoolGrowth:
         """Ask for new personas, keep the novel ones (at most `room`), and add them to the pool."""
         started = time.perf_counter()
         batch, indices = self.requests(round_number)
-        replies = self.model.generate(batch, self.params, indices)
+        try:
+            replies = self.model.generate(batch, self.params, indices)
+            failed = 0
+        except IncompleteBatch as exc:
+            # A request that outlasted its retries only costs its candidates: the round goes on.
+            replies = [reply for reply in exc.replies if reply is not None]
+            failed = len(exc.failures)
         generate_s = time.perf_counter() - started
 
         candidates: list[str] = []
@@ -285,6 +291,7 @@ class PoolGrowth:
         log = {
             "round": round_number,
             "requests": len(batch),
+            "failed_requests": failed,
             "cached_replies": sum(reply.cached for reply in replies),
             "truncated_replies": sum(reply.finish_reason == "length" for reply in replies),
             "candidates": len(candidates) + sum(dropped.values()) - dropped["already in the pool"],

@@ -1,4 +1,4 @@
-"""Schemas of every file the stages hand each other (DESIGN section 3)."""
+"""Schemas of every file the stages hand each other (described field by field in docs/*.md)."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from aloe.embeddings import NoveltyFilter, load_embedder
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, write_json
 from aloe.personas import KINDS, GrowthSettings, PoolGrowth, load_pool
+from aloe.progress import Progress
 from aloe.provenance import provenance
 
 log = logging.getLogger("generate_personas")
@@ -114,8 +115,9 @@ def main(argv=None):
 
     model = embedder = None
     if len(pool) < target:
+        models = model_pool(args, output)  # checks the spec and its key before anything loads
         embedder = load_embedder(args.embedder)
-        model = model_pool(args, output).get(args.model)
+        model = models.get(args.model)
     settings = GrowthSettings(examples_per_prompt=args.examples_per_prompt, per_request=args.per_request,
                               requests_per_round=args.requests_per_round, min_words=min_words,
                               max_words=max_words, seed=args.seed, shard=(shard_index, shard_count))
@@ -125,28 +127,37 @@ def main(argv=None):
     with JsonlWriter(output, overwrite=args.overwrite) as writer:
         writer.write_all(new_seeds)
         if model is not None:
-            write_json(sidecar(output, "provenance"), provenance(
-                settings={**vars(args), "target_this_shard": target, "seeds": str(seeds_path)},
-                models={"generator": model.describe(), "embedder": embedder.describe()},
-                prompts=[kind.prompt],
-            ))
+            def record_provenance():  # again at the end: the description then names the API's reported snapshot
+                write_json(sidecar(output, "provenance"), provenance(
+                    settings={**vars(args), "target_this_shard": target, "seeds": str(seeds_path)},
+                    models={"generator": model.describe(), "embedder": embedder.describe()},
+                    prompts=[kind.prompt],
+                ))
+
+            record_provenance()
             novelty = NoveltyFilter(embedder, args.threshold)
             novelty.add([persona.text for persona in pool], [persona.id for persona in pool])
             growth = PoolGrowth(kind, model, sampling_params(args), novelty, pool, settings)
-            next_round = max((persona.round for persona in pool), default=0) + 1
-            for round_number in range(next_round, next_round + args.max_rounds):
-                if len(growth.texts) >= target:
-                    break
-                result = growth.run_round(round_number, room=target - len(growth.texts))
-                writer.write_all(result.accepted)
-                added += len(result.accepted)
-                this_run.append(result.log)
-                write_json(rounds_path, {"kind": args.kind, "output": str(output), "rounds": history + this_run})
-                entry = result.log
-                log.info("round %d: %d requests, %d candidates parsed, %d novel (%.0f%%), pool %d/%d, %.1fs",
-                         round_number, entry["requests"], entry["parsed"], entry["novel"],
-                         100 * entry["acceptance_rate"], entry["pool_size"], target, entry["generate_s"] + entry["filter_s"])
+            # After every round already logged, even one that accepted nothing: replaying its number would
+            # ask its prompts again and get the same barren replies from the cache on every re-run.
+            logged = [entry.get("round", 0) for entry in history if isinstance(entry, dict)]
+            next_round = max([persona.round for persona in pool] + logged) + 1
+            with Progress(target, kind.plural, "personas", initial=len(growth.texts)) as progress:
+                for round_number in range(next_round, next_round + args.max_rounds):
+                    if len(growth.texts) >= target:
+                        break
+                    result = growth.run_round(round_number, room=target - len(growth.texts))
+                    writer.write_all(result.accepted)
+                    added += len(result.accepted)
+                    this_run.append(result.log)
+                    write_json(rounds_path, {"kind": args.kind, "output": str(output), "rounds": history + this_run})
+                    entry = result.log
+                    progress.note(f"round {round_number}: {entry['requests']} requests, {entry['parsed']} candidates "
+                                  f"parsed, {entry['novel']} novel ({100 * entry['acceptance_rate']:.0f}%), pool "
+                                  f"{entry['pool_size']}/{target}, {entry['generate_s'] + entry['filter_s']:.1f}s", log)
+                    progress.update(len(result.accepted))
             pool_size = len(growth.texts)
+            record_provenance()
         else:
             pool_size = len(pool)
     print(summary(args, output, pool_size, target, seed_count, added, this_run, time.perf_counter() - started))

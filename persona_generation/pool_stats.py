@@ -5,7 +5,8 @@
 For each file: count, word-length distribution, mean and max pairwise cosine similarity, the
 nearest-neighbour similarity distribution (each persona's max similarity to any other) and
 distinct-2 (distinct word bigrams / all word bigrams). One PNG histogram of nearest-neighbour
-similarity, one series per file, is written to --plot.
+similarity, one series per file, is written to --plot. With --output the JSON goes to that file
+(the PNG beside it) and stdout gets a one-line summary.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from aloe.cli import ArgumentParser, cli_main
 from aloe.embeddings import DEFAULT_CHUNK_ROWS, load_embedder
+from aloe.jsonl import write_json
 from aloe.personas import load_pool
 
 HISTOGRAM_BINS = np.linspace(-0.2, 1.0, 25)
@@ -28,7 +30,9 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("files", nargs="+", help="pool files (Persona JSONL or bare JSON strings)")
     parser.add_argument("--embedder", default="embedded", help="sentence embedder spec (default: embedded)")
-    parser.add_argument("--plot", default=None, help="histogram PNG (default: <first file stem>.nn_similarity.png beside it)")
+    parser.add_argument("--output", default=None, help="stats JSON file to write (default: the JSON goes to stdout)")
+    parser.add_argument("--plot", default=None, help="histogram PNG (default: <stem>.nn_similarity.png beside "
+                                                     "--output, else beside the first file)")
     return parser
 
 
@@ -102,12 +106,18 @@ def main(argv=None):
     pools = {path: [persona.text for persona in load_pool(path)] for path in args.files}
     embedder = load_embedder(args.embedder)
     results = {path: pool_stats(texts, embedder.encode(texts)) for path, texts in pools.items()}
-    first = Path(args.files[0])
-    plot_path = Path(args.plot) if args.plot else first.with_name(f"{first.stem}.nn_similarity.png")
+    beside = Path(args.output or args.files[0])
+    plot_path = Path(args.plot) if args.plot else beside.with_name(f"{beside.stem}.nn_similarity.png")
     plot(results, plot_path)
     for stats in results.values():
         stats.pop("_nearest", None)
-    print(json.dumps({"files": results, "embedder": args.embedder, "plot": str(plot_path)}, indent=2))
+    report = {"files": results, "embedder": args.embedder, "plot": str(plot_path)}
+    if args.output is None:
+        print(json.dumps(report, indent=2))
+        return
+    write_json(args.output, report)
+    counts = ", ".join(f"{Path(path).name} {stats['count']}" for path, stats in results.items())
+    print(f"pool stats of {len(results)} files ({counts}) in {args.output}; histogram {plot_path}")
 
 
 if __name__ == "__main__":

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -162,19 +166,65 @@ def openai_server(tmp_path_factory, tiny_chatty_model_dir):
             process.wait()
 
 
-class ScriptedOpenAIServer:
-    """A stdlib HTTP server speaking OpenAI chat completions, answering from a script of status codes.
+FAULTS = ("429", "500", "reset", "timeout", "empty", "malformed", "no-choices")
 
-    `script` is a list of HTTP statuses consumed one per request (200 once it runs out); a 200 answers
-    with a chat completion echoing the last user message. `requests` records every request body and
-    `headers` every request's headers (names lower-cased), so tests can count calls and inspect what was sent.
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """Random faults for an OpenAI-compatible stub: seeded, bounded, reproducible under concurrency.
+
+    Each request meets each fault of `rates` with that probability, drawn independently in order (so
+    15% of each of the seven faults leaves about a third of attempts clean). The draw depends only on
+    (`seed`, request body, attempt), not on arrival order, and a request that met `max_in_a_row`
+    faults is answered next time: with a retry budget above that bound every request succeeds.
     """
 
-    def __init__(self, script: list[int] | None = None, delay_s: float = 0.0):
+    rates: dict
+    seed: int = 0
+    max_in_a_row: int = 3
+
+    @classmethod
+    def each(cls, rate: float, **kwargs) -> "FaultPlan":
+        return cls({fault: rate for fault in FAULTS}, **kwargs)
+
+    def draw(self, key: str, attempt: int):
+        if attempt >= self.max_in_a_row:
+            return 200
+        rng = random.Random(f"{self.seed}/{key}/{attempt}")
+        for fault, rate in self.rates.items():
+            if rng.random() < rate:
+                return int(fault) if fault.isdigit() else fault
+        return 200
+
+
+def echo_reply(body: dict) -> str:
+    return "echo: " + body["messages"][-1]["content"]
+
+
+class ScriptedOpenAIServer:
+    """A stdlib HTTP server speaking OpenAI chat completions, answering from a script of outcomes.
+
+    `script` is a list of outcomes consumed one per request; then `faults` (a FaultPlan) draws them,
+    else every request succeeds. An outcome is an HTTP status (200 answers with a chat completion
+    whose text is `reply(request body)`, by default an echo of the last user message; others with an
+    error body), or one of the faults a real server or proxy produces: "reset" (the connection is
+    reset before any response), "timeout" (the answer comes after `hang_s`, past the client's
+    timeout), "empty" (200 with an empty body), "malformed" (200 with truncated JSON), "no-choices"
+    (200 with valid JSON without `choices`). `requests` records every request body, `headers` every
+    request's headers (names lower-cased) and `outcomes` what each request got.
+    """
+
+    def __init__(self, script: list | None = None, delay_s: float = 0.0, faults: FaultPlan | None = None,
+                 reply=echo_reply, hang_s: float = 2.0):
         self.script = list(script or [])
         self.delay_s = delay_s
+        self.faults = faults
+        self.reply = reply
+        self.hang_s = hang_s
         self.requests: list[dict] = []
         self.headers: list[dict] = []
+        self.outcomes: list = []
+        self._attempts: Counter = Counter()  # faults met so far per request body
         self._lock = threading.Lock()
         owner = self
 
@@ -183,29 +233,51 @@ class ScriptedOpenAIServer:
             disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall between headers and body
 
             def do_POST(self):  # noqa: N802 - the stdlib's name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                body = json.loads(raw)
                 with owner._lock:
                     owner.requests.append(body)
                     owner.headers.append({name.lower(): value for name, value in self.headers.items()})
-                    status = owner.script.pop(0) if owner.script else 200
+                    status = owner._next_outcome(hashlib.sha256(raw).hexdigest())
+                    owner.outcomes.append(status)
                 if owner.delay_s:
                     time.sleep(owner.delay_s)
+                if status == "reset":
+                    # SO_LINGER 0: close() sends RST, as a proxy dropping the connection does.
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                    return
+                if status == "timeout":
+                    time.sleep(owner.hang_s)
+                    status = 200
                 if status == 200:
-                    payload = {
+                    data = json.dumps({
                         "id": f"stub-{len(owner.requests)}", "object": "chat.completion", "created": 0,
-                        "model": body["model"],
+                        "model": body["model"] + "-2024-07-18",  # a dated snapshot, as real APIs report
                         "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                            "role": "assistant", "content": "echo: " + body["messages"][-1]["content"]}}],
+                            "role": "assistant", "content": owner.reply(body)}}],
                         "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
-                    }
+                    }).encode()
+                    status = 200
+                elif status == "empty":
+                    data, status = b"", 200
+                elif status == "malformed":
+                    data, status = b'{"id": "stub", "object": "chat.completion", "choices": [{"ind', 200
+                elif status == "no-choices":
+                    data, status = json.dumps({"id": "stub", "object": "chat.completion", "created": 0,
+                                               "model": body["model"]}).encode(), 200
                 else:
-                    payload = {"error": {"message": f"scripted {status}", "type": "stub", "code": status}}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                    data = json.dumps({"error": {"message": f"scripted {status}", "type": "stub",
+                                                 "code": status}}).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    self.close_connection = True  # the client gave up waiting (a timeout)
 
             def log_message(self, *args):
                 pass
@@ -216,6 +288,15 @@ class ScriptedOpenAIServer:
         self._thread.start()
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
+    def _next_outcome(self, key: str):
+        if self.script:
+            return self.script.pop(0)
+        if self.faults is None:
+            return 200
+        outcome = self.faults.draw(key, self._attempts[key])
+        self._attempts[key] = 0 if outcome == 200 else self._attempts[key] + 1
+        return outcome
+
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -223,11 +304,13 @@ class ScriptedOpenAIServer:
 
 @pytest.fixture
 def openai_stub():
-    """Factory for `ScriptedOpenAIServer`s (closed after the test): `server = openai_stub([429, 200])`."""
+    """Factory for `ScriptedOpenAIServer`s (closed after the test): `server = openai_stub([429, 200])`,
+    `openai_stub(["malformed"])`, or a fault-injecting server for any stage:
+    `openai_stub(faults=FaultPlan.each(0.15), reply=my_reply)` (point `--base-url` at `server.base_url`)."""
     servers = []
 
-    def start(script=None, delay_s=0.0):
-        servers.append(ScriptedOpenAIServer(script, delay_s))
+    def start(script=None, delay_s=0.0, **options):
+        servers.append(ScriptedOpenAIServer(script, delay_s, **options))
         return servers[-1]
 
     yield start

@@ -268,6 +268,14 @@ def test_pool_stats_reports_diversity_and_plots(seeds, tmp_path, capsys):
     assert plot.stat().st_size > 1000
 
 
+def test_pool_stats_takes_output_like_every_script(seeds, tmp_path, capsys):
+    output = tmp_path / "stats" / "profiles.stats.json"
+    assert stats.main([str(seeds), "--output", str(output)]) == 0
+    assert json.loads(output.read_text())["files"][str(seeds)]["count"] == len(SEEDS)
+    assert output.with_name("profiles.stats.nn_similarity.png").exists()
+    assert capsys.readouterr().out.count("\n") == 1
+
+
 def test_distinct_2_counts_word_bigrams():
     assert stats.distinct_2(["a b a b"]) == pytest.approx(2 / 3)
     assert stats.distinct_2(["a b", "a b"]) == pytest.approx(1 / 2)

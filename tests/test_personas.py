@@ -158,3 +158,14 @@ def test_filter_rejects_thresholds_outside_zero_one():
     for bad in (0, -0.1, 1.01):
         with pytest.raises(AloeError, match="threshold"):
             NoveltyFilter(None, threshold=bad, dim=4)
+
+
+def test_load_pool_reads_the_authors_line_with_two_strings_as_two_personas(tmp_path):
+    # The authors' profile.jsonl: 330 lines, line 6 holding two JSON strings; their code reads 331 personas.
+    lines = [json.dumps(f"Profile number {n}.") for n in range(5)]
+    lines.append(json.dumps("Profile number 5.") + json.dumps("Profile number 6."))
+    lines += [json.dumps(f"Profile number {n}.") for n in range(7, 331)]
+    path = tmp_path / "profile.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    pool = load_pool(path)
+    assert len(pool) == 331 and pool[6].text == "Profile number 6."

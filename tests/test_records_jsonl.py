@@ -168,3 +168,30 @@ def test_original_aloe_records_get_stable_ids_and_continue_with_preferred(tmp_pa
     conversation = Conversation.model_validate(record)
     assert conversation.history_before(1)[1]["content"] == "Hello."
     assert conversation.model_dump()["extra_key"] == "kept"  # newer keys pass through older code
+
+
+def test_two_json_strings_on_one_line_are_two_personas_with_a_warning(tmp_path, caplog):
+    # The original authors' profile.jsonl holds two bare strings on its line 6; their reader splits them.
+    path = write_lines(tmp_path / "profile.jsonl", ['"Likes hiking."', '"Keeps bees." "Plays chess."',
+                                                    '{"id": "g1", "text": "Sails."}{"id": "g2", "text": "Knits."}'])
+    with caplog.at_level("WARNING"):
+        personas = read_records(path, Persona, from_string=Persona.from_bare_string)
+    assert [persona.text for persona in personas] == ["Likes hiking.", "Keeps bees.", "Plays chess.", "Sails.", "Knits."]
+    assert [record.message for record in caplog.records] == [
+        f"{path}:2: 2 JSON values on one line; reading each as a record",
+        f"{path}:3: 2 JSON values on one line; reading each as a record",
+    ]
+    assert existing_ids(path) == {"g1", "g2"}
+    bad = write_lines(tmp_path / "bad.jsonl", ['"a"', '"b" oops'])
+    with pytest.raises(RecordError, match=rf"^{bad}:2: record: not valid JSON"):
+        read_records(bad, Persona, Persona.from_bare_string)
+
+
+def test_reader_and_writer_agree_on_a_complete_last_line_without_newline(tmp_path):
+    path = tmp_path / "hand-written.jsonl"
+    path.write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": "y"}', encoding="utf-8")
+    assert existing_ids(path) == {"a", "b"}
+    with JsonlWriter(path) as writer:  # a resumed run appends after the complete last record
+        writer.write(Persona(id="c", text="z"))
+    assert [p.id for p in read_records(path, Persona)] == ["a", "b", "c"]
+    assert path.read_text().endswith("\n") and len(path.read_text().splitlines()) == 3

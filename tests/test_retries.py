@@ -105,3 +105,43 @@ def test_sampling_options_reach_the_server(openai_stub):
     assert [request["seed"] for request in sent] == [3, 5]  # repeated samples get distinct seeds
     assert all(request["model"] == "stub-model" and request["temperature"] == 0.4 and request["top_p"] == 0.8
                and request["max_tokens"] == 17 and request["stop"] == ["###"] for request in sent)
+
+
+@pytest.mark.parametrize("fault", ["empty", "malformed", "no-choices"])
+def test_a_200_without_a_usable_completion_is_retried(openai_stub, fault):
+    server = openai_stub([fault, fault])
+    model = load_model("openai:stub-model", ModelOptions(base_url=server.base_url, backoff_initial_s=0.01))
+    assert model.chat(HELLO).text == "echo: hello"
+    assert server.outcomes == [fault, fault, 200]
+
+
+def test_a_request_that_outlasts_its_retries_fails_alone_and_the_batch_goes_on(openai_stub, tmp_path):
+    from aloe.cache import CachedChatModel, ResponseCache
+    from aloe.errors import IncompleteBatch
+
+    server = openai_stub([200, "no-choices", "malformed"])  # the batch's first request fails twice
+    model = load_model("openai:stub-model", ModelOptions(base_url=server.base_url, concurrency=1,
+                                                         backoff_initial_s=0.01, max_retries=2))
+    cached = CachedChatModel(model, ResponseCache(tmp_path / "responses.sqlite"))
+    batch = [[{"role": "user", "content": f"q{i}"}] for i in range(3)]
+    cached.generate(batch[2:], SamplingParams())  # one reply already in the cache
+    with pytest.raises(IncompleteBatch) as info:
+        cached.generate(batch, SamplingParams())
+    assert list(info.value.failures) == [0]
+    assert "gave up after 2 attempts (a 200 response that is not JSON" in info.value.failures[0]
+    assert str(info.value).startswith("1 of 2 requests failed (openai:stub-model: gave up after 2 attempts")
+    assert info.value.replies[0] is None
+    assert [reply.text for reply in info.value.replies[1:]] == ["echo: q1", "echo: q2"]
+    assert cached.generate(batch, SamplingParams())[0].text == "echo: q0"  # a re-run asks it again
+
+
+def test_every_fault_at_15_percent_each_loses_nothing(openai_stub):
+    from conftest import FAULTS, FaultPlan
+
+    server = openai_stub(faults=FaultPlan.each(0.15, seed=1), hang_s=1.0)
+    model = load_model("openai:stub-model", ModelOptions(base_url=server.base_url, concurrency=8, timeout_s=0.4,
+                                                         backoff_initial_s=0.01, max_retries=4))
+    batch = [[{"role": "user", "content": f"q{i}"}] for i in range(24)]
+    replies = model.generate(batch, SamplingParams())
+    assert [reply.text for reply in replies] == [f"echo: q{i}" for i in range(24)]
+    assert {str(outcome) for outcome in server.outcomes} == {*FAULTS, "200"}  # every fault was met

@@ -147,3 +147,49 @@ def test_cli_reports_bad_specs_in_one_line(flags, message, tmp_path, no_keys, ca
     err = capsys.readouterr().err
     assert err.startswith(message)
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("sk-test-0123456789\n", "OPENAI_API_KEY ends with a line break"),
+    ("sk-test-0123456789\r\n", "OPENAI_API_KEY ends with a line break"),
+    (" sk-test-0123456789", "OPENAI_API_KEY has leading or trailing whitespace"),
+    ("sk-test–0123456789", "OPENAI_API_KEY contains a non-ASCII or control character at position 8"),
+])
+def test_a_malformed_key_is_one_line_naming_the_variable_not_a_network_error(value, problem, no_keys, monkeypatch,
+                                                                             tmp_path, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", value)
+    with pytest.raises(ModelSpecError, match=f"^{problem} .*\\(for openai:gpt-4o-mini\\)"):
+        load_model("openai:gpt-4o-mini")
+    assert chat_cli(["--model", "openai:gpt-4o-mini", "--output", str(tmp_path / "out.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {problem}") and err.count("\n") == 1
+    assert "0123456789" not in err  # the key never reaches the output
+
+
+def test_every_role_spec_is_checked_before_any_model_loads(tmp_path, no_keys, monkeypatch, capsys):
+    loaded = []
+    monkeypatch.setattr("aloe.models.load_model", lambda spec, options=None: loaded.append(spec))
+
+    @cli_main
+    def two_roles(argv):
+        parser = argparse.ArgumentParser()
+        add_model_args(parser, roles=["judge"])
+        args = parser.parse_args(argv)
+        pool = model_pool(args, tmp_path / "out.jsonl")
+        pool.get(args.model)  # the slow one first, as the stages do
+        pool.get(role_spec(args, "judge"))
+
+    assert two_roles(["--model", "embedded", "--judge-model", "openai:gpt-4o-mini"]) == 1
+    assert capsys.readouterr().err.startswith("error: openai:gpt-4o-mini needs OPENAI_API_KEY")
+    assert loaded == []
+
+
+def test_timeout_flag_reaches_the_api_client(tmp_path, no_keys):
+    parser = argparse.ArgumentParser()
+    add_model_args(parser)
+    args = parser.parse_args(["--model", "openai:m", "--base-url", "http://127.0.0.1:9/v1", "--timeout", "7.5",
+                              "--no-cache"])
+    model = model_pool(args, tmp_path / "out.jsonl").get("openai:m")
+    assert model.timeout_s == 7.5 and model.client.timeout == 7.5
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--timeout", "0"])

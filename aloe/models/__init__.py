@@ -22,7 +22,7 @@ from aloe.messages import Message
 
 __all__ = [
     "ChatModel", "Message", "Reply", "SamplingParams", "ModelOptions", "ModelPool",
-    "load_model", "resolve_spec", "short_name", "ALIASES", "BACKENDS", "LOCAL_BACKENDS", "DTYPE_CHOICES",
+    "load_model", "check_spec", "resolve_spec", "short_name", "ALIASES", "BACKENDS", "LOCAL_BACKENDS", "DTYPE_CHOICES",
 ]
 
 # The instruct models the ALOE paper trained and evaluated.
@@ -123,14 +123,12 @@ class ModelOptions:
     dtype: str = "auto"
     concurrency: int = 8
     base_url: str | None = None
-    timeout_s: float = 120.0
+    timeout_s: float = 120.0  # API models: seconds one request may take (--timeout)
     max_retries: int = 6  # attempts per request, the first included
     backoff_initial_s: float = 1.0  # first retry wait; doubles per attempt (capped at 60 s), plus jitter
 
 
-def load_model(spec: str, options: ModelOptions | None = None) -> ChatModel:
-    """Load the model a spec names. Raises ModelSpecError with an actionable message."""
-    resolved = resolve_spec(spec)
+def _backend_class(resolved: ResolvedSpec):
     module_name, class_name = BACKENDS[resolved.backend].split(":")
     try:
         module = importlib.import_module(module_name)
@@ -139,17 +137,34 @@ def load_model(spec: str, options: ModelOptions | None = None) -> ChatModel:
             f"the {resolved.backend} backend needs a package that is not installed ({exc.name}); "
             "run `bash scripts/setup.sh` or `pip install -r requirements.txt`"
         ) from None
-    backend = getattr(module, class_name)
-    return backend.from_spec(spec, resolved, options or ModelOptions())
+    return getattr(module, class_name)
+
+
+def check_spec(spec: str, options: ModelOptions | None = None) -> None:
+    """Everything about a spec that can be checked without loading a model (name, path, API key)."""
+    resolved = resolve_spec(spec)
+    check = getattr(_backend_class(resolved), "check_spec", None)
+    if check is not None:
+        check(spec, resolved, options or ModelOptions())
+
+
+def load_model(spec: str, options: ModelOptions | None = None) -> ChatModel:
+    """Load the model a spec names. Raises ModelSpecError with an actionable message."""
+    resolved = resolve_spec(spec)
+    return _backend_class(resolved).from_spec(spec, resolved, options or ModelOptions())
 
 
 class ModelPool:
     """Loads each distinct spec once per process, so roles that share a spec share the model."""
 
-    def __init__(self, options: ModelOptions | None = None, cache=None):
+    def __init__(self, options: ModelOptions | None = None, cache=None, specs=()):
+        """`specs`: every spec the run will ask for, checked here so that a bad one (an unknown name,
+        a missing or malformed key) stops the run before any model is loaded."""
         self.options = options or ModelOptions()
         self.cache = cache
         self._models: dict[str, ChatModel] = {}
+        for spec in dict.fromkeys(specs):
+            check_spec(spec, self.options)
 
     def get(self, spec: str) -> ChatModel:
         if spec not in self._models:

@@ -1,13 +1,17 @@
 """API backends: OpenAI (and any OpenAI-compatible server), Anthropic, Cohere.
 
 A batch runs with bounded concurrency. Transient failures (429, 408/409, 5xx, timeouts, connection
-errors) are retried with exponential backoff, chosen by status code and exception type, never by
-message text; the SDKs' own retries are switched off so this is the one retry policy. Other client
-errors (400/401/403/404) fail at once with a message naming the spec and the fix.
+errors, and 200 answers whose body is not a usable completion) are retried with exponential backoff,
+chosen by status code and exception type, never by message text; the SDKs' own retries are switched
+off so this is the one retry policy. A request that still fails after its retries fails alone: the
+rest of the batch goes on and the batch ends in `IncompleteBatch`, which a stage may catch to count
+that item as failed. Other client errors (400/401/403/404) stop the batch at once with a message
+naming the spec and the fix.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +21,8 @@ import httpx
 import tenacity
 from dotenv import load_dotenv
 
-from aloe.errors import ModelCallError, ModelSpecError
+from aloe.errors import IncompleteBatch, ModelCallError, ModelSpecError
+from aloe.logs import redact
 from aloe.models.base import ChatModel, Reply, SamplingParams
 from aloe.messages import Message, validate_messages
 
@@ -30,6 +35,29 @@ FIXES = {
     404: "check the model name (and --base-url for a compatible server)",
     400: "the request was rejected; check the sampling options for this model",
 }
+
+
+class MalformedResponse(Exception):
+    """A 200 answer that is no usable completion (empty or broken JSON, no choices): a server or proxy
+    hiccup, retried like a 5xx."""
+
+
+class _GaveUp(ModelCallError):
+    """A transient failure that outlasted the retries: it fails its own request, not the batch."""
+
+
+def _key_problem(key: str) -> str | None:
+    """What is wrong with a key's text, never the key itself (it must not reach a log)."""
+    if key != key.rstrip("\r\n"):
+        return "ends with a line break (a key file read with its newline?)"
+    if key != key.strip():
+        return "has leading or trailing whitespace"
+    if any(char.isspace() for char in key):
+        return "contains whitespace"
+    position = next((i for i, char in enumerate(key) if not char.isascii() or not char.isprintable()), None)
+    if position is not None:
+        return f"contains a non-ASCII or control character at position {position + 1} (a pasted quote or dash?)"
+    return None
 
 
 def _status_of(exc: BaseException) -> int | None:
@@ -57,6 +85,7 @@ class APIChatModel(ChatModel):
         self.timeout_s = timeout_s
         self.backoff_initial_s = backoff_initial_s
         self.base_url = base_url
+        self.reported_models: set[str] = set()  # the snapshots the API says answered (gpt-4o -> gpt-4o-2024-08-06)
         self.client = self._make_client(self._api_key(api_key), base_url, timeout_s, http_client)
 
     @classmethod
@@ -66,10 +95,25 @@ class APIChatModel(ChatModel):
                    backoff_initial_s=options.backoff_initial_s)
 
     def _api_key(self, given: str | None) -> str:
-        key = given or os.environ.get(self.key_env)
+        return self.key_for(self.spec, given, self.base_url)
+
+    @classmethod
+    def key_for(cls, spec: str, given: str | None = None, base_url: str | None = None) -> str:
+        """The API key, checked: a malformed one fails here in one line naming its variable, not
+        later as a network error retried for half a minute (a stray newline) or a raw encoding error."""
+        key = given or os.environ.get(cls.key_env)
         if not key:
-            raise ModelSpecError(f"{self.spec} needs {self.key_env}: set it in the environment or in .env")
+            raise ModelSpecError(f"{spec} needs {cls.key_env}: set it in the environment or in .env")
+        source = cls.key_env if not given else "the API key"
+        problem = _key_problem(key)
+        if problem:
+            raise ModelSpecError(f"{source} {problem} (for {spec}): fix the value in the environment or .env")
         return key
+
+    @classmethod
+    def check_spec(cls, spec, resolved, options) -> None:
+        """What can be checked before loading anything: the key."""
+        cls.key_for(spec, base_url=options.base_url)
 
     def _make_client(self, api_key, base_url, timeout_s, http_client):
         raise NotImplementedError
@@ -78,14 +122,17 @@ class APIChatModel(ChatModel):
         raise NotImplementedError
 
     def describe(self):
-        return {"spec": self.spec, "model": self.model_name, "base_url": self.base_url}
+        description = {"spec": self.spec, "model": self.model_name, "base_url": self.base_url and redact(self.base_url)}
+        if self.reported_models:
+            description["reported_models"] = sorted(self.reported_models)
+        return description
 
     def cache_identity(self):
         # The same model name on another server (vLLM, a local test server) gives other replies.
         return f"{self.spec}@{self.base_url or ''}"
 
     def _is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, self.connection_errors):
+        if isinstance(exc, (*self.connection_errors, MalformedResponse)):
             return True
         status = _status_of(exc)
         return status is not None and (status in RETRYABLE_STATUS or status >= 500)
@@ -105,19 +152,24 @@ class APIChatModel(ChatModel):
         except Exception as exc:  # noqa: BLE001 - every failure becomes one actionable error
             raise self._explain(exc) from exc
         reply.latency_s = time.perf_counter() - start
+        if reply.model:
+            self.reported_models.add(reply.model)
         return reply
 
     def _explain(self, exc: Exception) -> ModelCallError:
         status = _status_of(exc)
+        if isinstance(exc, MalformedResponse):
+            return _GaveUp(f"{self.spec}: gave up after {self.max_retries} attempts ({exc}); "
+                           "the server or a proxy in front of it answers with broken responses")
         if self._is_transient(exc):
             what = f"HTTP {status}" if status else type(exc).__name__
-            return ModelCallError(f"{self.spec}: gave up after {self.max_retries} attempts ({what}); is the server reachable?")
+            return _GaveUp(f"{self.spec}: gave up after {self.max_retries} attempts ({what}); is the server reachable?")
         if status is not None:
             fix = FIXES.get(status, "see the provider's error")
             if status == 401:
                 fix = f"check {self.key_env}"
             return ModelCallError(f"{self.spec}: request failed with HTTP {status}: {fix}")
-        return ModelCallError(f"{self.spec}: {type(exc).__name__}: {exc}")
+        return ModelCallError(f"{self.spec}: {type(exc).__name__}: {redact(str(exc))}")
 
     def generate(self, conversations, params, sample_indices=None, on_reply: Callable[[int, Reply], None] | None = None):
         for conversation in conversations:
@@ -125,7 +177,9 @@ class APIChatModel(ChatModel):
         replies: list[Reply | None] = [None] * len(conversations)
         indices = list(sample_indices) if sample_indices is not None else [0] * len(conversations)
         pool = ThreadPoolExecutor(max_workers=self.concurrency)
-        error: BaseException | None = None
+        error: BaseException | None = None  # a lasting failure: stops the batch
+        failures: dict[int, str] = {}  # requests that gave up after their retries
+        gave_up_in_a_row = 0
         try:
             futures = {
                 pool.submit(self._call, conv, _seeded(params, index)): position
@@ -135,23 +189,39 @@ class APIChatModel(ChatModel):
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    if future.exception() is not None:
-                        error = error or future.exception()
-                        continue
                     position = futures[future]
+                    exc = future.exception()
+                    if isinstance(exc, _GaveUp):
+                        failures[position] = str(exc)
+                        gave_up_in_a_row += 1
+                        # As many give-ups in a row as calls in flight (3 at least): the service is down,
+                        # not flaky, so stop rather than wait out every request's retries.
+                        if gave_up_in_a_row >= max(3, self.concurrency):
+                            error = error or exc
+                        continue
+                    if exc is not None:
+                        error = error or exc
+                        continue
+                    gave_up_in_a_row = 0
                     replies[position] = future.result()
                     if on_reply is not None:
                         on_reply(position, replies[position])
                 if error is not None:
-                    # A lasting failure: start nothing more, but still hand over the replies of calls
-                    # already in flight, so a cache keeps what was paid for. (A cancelled future never
-                    # counts as done for `wait`, so it leaves the pending set here.)
+                    # Start nothing more, but still hand over the replies of calls already in flight,
+                    # so a cache keeps what was paid for. (A cancelled future never counts as done
+                    # for `wait`, so it leaves the pending set here.)
                     pending = {future for future in pending if not future.cancel()}
         finally:
             # On Ctrl-C, wait only for the calls in flight, not for the whole queue.
             pool.shutdown(wait=True, cancel_futures=True)
         if error is not None:
             raise error
+        if failures and len(failures) == len(conversations):
+            raise _GaveUp(failures[0])  # nothing came back: not one item's bad luck
+        if failures:
+            first = failures[min(failures)]
+            raise IncompleteBatch(f"{len(failures)} of {len(conversations)} requests failed ({first}); the others "
+                                  "finished and are kept", replies, failures)
         return replies  # type: ignore[return-value]
 
 
@@ -177,11 +247,12 @@ class OpenAIChatModel(APIChatModel):
         return cls(spec, resolved.target, concurrency=options.concurrency, max_retries=options.max_retries,
                    timeout_s=options.timeout_s, base_url=base_url, backoff_initial_s=options.backoff_initial_s)
 
-    def _api_key(self, given):
+    @classmethod
+    def key_for(cls, spec, given=None, base_url=None):
         # A self-hosted compatible server (vLLM, SGLang, transformers serve) needs no real key.
-        if self.base_url and not (given or os.environ.get(self.key_env)):
+        if (base_url or os.environ.get("OPENAI_BASE_URL")) and not (given or os.environ.get(cls.key_env)):
             return "EMPTY"
-        return super()._api_key(given)
+        return super().key_for(spec, given, base_url)
 
     def _make_client(self, api_key, base_url, timeout_s, http_client):
         import openai
@@ -197,7 +268,12 @@ class OpenAIChatModel(APIChatModel):
             request["seed"] = params.seed
         if params.stop:
             request["stop"] = list(params.stop)
-        response = self.client.chat.completions.create(**request)
+        try:
+            response = self.client.chat.completions.create(**request)
+        except json.JSONDecodeError as exc:
+            raise MalformedResponse(f"a 200 response that is not JSON: {exc.msg}") from exc
+        if not response.choices or response.choices[0].message is None:
+            raise MalformedResponse("a 200 response without choices")
         choice = response.choices[0]
         usage = response.usage
         return Reply(
@@ -228,7 +304,12 @@ class AnthropicChatModel(APIChatModel):
             request["system"] = system
         if params.stop:
             request["stop_sequences"] = list(params.stop)
-        response = self.client.messages.create(**request)
+        try:
+            response = self.client.messages.create(**request)
+        except json.JSONDecodeError as exc:
+            raise MalformedResponse(f"a 200 response that is not JSON: {exc.msg}") from exc
+        if response.content is None or response.usage is None:
+            raise MalformedResponse("a 200 response without content")
         text = "".join(block.text for block in response.content if getattr(block, "type", "") == "text")
         return Reply(
             text=text.strip(),
@@ -258,7 +339,12 @@ class CohereChatModel(APIChatModel):
             request["seed"] = params.seed
         if params.stop:
             request["stop_sequences"] = list(params.stop)
-        response = self.client.chat(**request)
+        try:
+            response = self.client.chat(**request)
+        except json.JSONDecodeError as exc:
+            raise MalformedResponse(f"a 200 response that is not JSON: {exc.msg}") from exc
+        if getattr(response, "message", None) is None:
+            raise MalformedResponse("a 200 response without a message")
         text = "".join(getattr(part, "text", "") for part in (response.message.content or []))
         tokens = getattr(response.usage, "tokens", None)
         return Reply(
