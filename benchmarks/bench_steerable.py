@@ -1,0 +1,106 @@
+"""Steerable reward models: training wall time and tasks/s per model, and batched vs per-batch evaluation.
+
+    python benchmarks/bench_steerable.py --runs runs/steerable-paper          # timings of trained checkpoints
+    python benchmarks/bench_steerable.py --train --data runs/steerable/scalar  # train each model once here
+
+Training: each model's 4 x 250 steps of 64 tasks at the paper's settings, timed by the training loop
+itself (`train_seconds`, `tasks_per_second` in its summary.json), against the original code's 100-170
+s per model on 2 CPU cores. Evaluation: 1,920 test tasks at k = 0/1/3/5/10 scored in one batched pass
+per k, against the original's 30 batches of 64 per k, on the same tasks and the same model. Prints
+Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+KS = [0, 1, 3, 5, 10]
+MODELS = [("btl", False), ("dpl", False), ("np-btl", False), ("np-btl", True)]
+
+
+def training_rows(runs: Path) -> list[dict]:
+    rows: dict[str, list[dict]] = {}
+    for summary_file in sorted(runs.glob("*/summary.json")):
+        summary = json.loads(summary_file.read_text())
+        if summary.get("kind") not in ("btl", "dpl", "np-btl"):
+            continue
+        rows.setdefault(summary["model"], []).append(summary)
+    out = []
+    for model, summaries in rows.items():
+        seconds = [s["train_seconds"] for s in summaries]
+        out.append({"model": model, "runs": len(summaries), "wall_s_mean": statistics.mean(seconds),
+                    "wall_s_min": min(seconds), "wall_s_max": max(seconds),
+                    "tasks_per_s_mean": statistics.mean(s["tasks_per_second"] for s in summaries),
+                    "threads": summaries[0].get("torch_threads")})
+    return out
+
+
+def time_evaluation(checkpoint: Path, data: Path, tasks: int) -> dict:
+    from aloe.steerable.data import read_split
+    from aloe.steerable.episodes import EpisodeSampler, fixed_tasks
+    from aloe.steerable.evaluate import predict
+    from aloe.steerable.train import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    split = read_split(data, "test")
+    sampler = EpisodeSampler(split, 20)
+    drawn = {k: fixed_tasks(sampler, tasks, k, 0) for k in KS}
+    started = time.perf_counter()
+    batched = {k: predict(model, sampler, drawn[k], score_all=True, chunk=tasks)[0] for k in KS}
+    batched_s = time.perf_counter() - started
+    started = time.perf_counter()
+    per_batch = {k: predict(model, sampler, drawn[k], score_all=True, chunk=64)[0] for k in KS}
+    per_batch_s = time.perf_counter() - started
+    same = all(abs(batched[k] - per_batch[k]).max() < 1e-5 for k in KS)
+    return {"model": checkpoint.name, "tasks_per_k": tasks, "batched_s": batched_s, "per_batch_of_64_s": per_batch_s,
+            "speedup": per_batch_s / batched_s, "same_predictions": same}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="runs/steerable-paper", help="folder of trained checkpoints (one per model and seed)")
+    parser.add_argument("--data", default=None, help="scalar data dir (default: RUNS/scalar)")
+    parser.add_argument("--train", action="store_true", help="train each model once into RUNS first (minutes per model)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tasks", type=int, default=1920)
+    parser.add_argument("--output", default=None, help="JSON of the measurements (default: RUNS/bench_steerable.json)")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    runs = Path(args.runs)
+    data = Path(args.data or runs / "scalar")
+    if args.train:
+        from aloe.steerable.train import TrainConfig, train
+
+        for kind, latent in MODELS:
+            name = kind + ("-latent" if latent else "")
+            train(data, runs / f"bench-{name}", TrainConfig(model=kind, latent=latent), progress=False)
+    training = training_rows(runs)
+    checkpoint = next(p.parent for p in sorted(runs.glob("*np-btl*/summary.json")) if "latent" not in p.parent.name)
+    evaluation = time_evaluation(checkpoint, data, args.tasks)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}"
+    print(f"Machine: {machine}; load average {os.getloadavg()[0]:.1f}\n")
+    print("| model | runs | wall s (mean, min-max) | tasks/s | vs original 100-170 s |")
+    print("|---|---|---|---|---|")
+    for row in training:
+        print(f"| {row['model']} | {row['runs']} | {row['wall_s_mean']:.0f} ({row['wall_s_min']:.0f}-{row['wall_s_max']:.0f}) "
+              f"| {row['tasks_per_s_mean']:.0f} | {100 / row['wall_s_mean']:.2f}-{170 / row['wall_s_mean']:.2f}x |")
+    print(f"\nEvaluation ({evaluation['model']}, {args.tasks} tasks x {len(KS)} k): batched {evaluation['batched_s']:.2f} s, "
+          f"30 batches of 64 per k {evaluation['per_batch_of_64_s']:.2f} s: {evaluation['speedup']:.2f}x "
+          f"(same predictions: {evaluation['same_predictions']})")
+    output = Path(args.output or runs / "bench_steerable.json")
+    output.write_text(json.dumps({"machine": machine, "load_average": os.getloadavg(), "training": training,
+                                  "evaluation": evaluation}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
