@@ -11,10 +11,9 @@ docs/steerable.md for the paper's scale.
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
-
 from aloe.cli import ArgumentParser, cli_main, positive_int
 from aloe.steerable.policy import CONDITIONINGS, PolicyConfig, train_policy
+from aloe.steerable.train import config_from_args
 
 DEFAULTS = PolicyConfig()
 
@@ -47,11 +46,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=positive_int, default=None)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    config = PolicyConfig(**{f.name: getattr(args, f.name) for f in fields(PolicyConfig)})
+    config = config_from_args(PolicyConfig, args)
     summary = train_policy(args.data, args.output, config, progress=not args.no_progress)
     accuracy = ", ".join(f"k={k} {100 * v['mean']:.0f}%" for k, v in summary["implicit_reward_accuracy"].items())
     print(f"{summary['model']}: {config.steps} steps, last loss {summary['losses'][-1]:.4f}, "

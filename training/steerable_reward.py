@@ -11,11 +11,9 @@ pass is kept. Writes model.pt and summary.json (with the training curve). See do
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
-
 from aloe.cli import ArgumentParser, cli_main, positive_int
 from aloe.steerable.models import KINDS
-from aloe.steerable.train import TrainConfig, train
+from aloe.steerable.train import TrainConfig, config_from_args, train
 
 DEFAULTS = TrainConfig()
 
@@ -42,11 +40,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    config = config_from_args(TrainConfig, args)
     summary = train(args.data, args.output, config, progress=not args.no_progress)
     best = next(point for point in summary["curve"] if point["step"] == summary["best_step"])
     print(f"{summary['model']}: best step {summary['best_step']} (val NLL {best['val_nll']:.4f}, accuracy "

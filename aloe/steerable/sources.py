@@ -195,7 +195,7 @@ def _keep_conflicting_share(items: list[dict], share: float | None, rng: random.
     for item in items:
         by_pair.setdefault(item["pair_id"], []).append(item)
     conflicting = [p for p, rows in by_pair.items() if len({r["choice"] for r in rows}) > 1]
-    agreeing = [p for p in by_pair if p not in set(conflicting)]
+    agreeing = [p for p, rows in by_pair.items() if len({r["choice"] for r in rows}) == 1]
     if share in (0, 1):
         keep = agreeing if share == 0 else conflicting
     else:

@@ -52,6 +52,15 @@ class TrainConfig:
             raise AloeError(f"with --overlap the context comes from the targets: k-max {self.k_max} > targets {self.targets}")
 
 
+def config_from_args(cls, args):
+    """A settings dataclass from a script's parsed flags (same names); `--threads` applied to torch first."""
+    from dataclasses import fields
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
 def batched_nll_accuracy(model: RewardModel, sampler: EpisodeSampler, tasks, chunk: int = 512) -> tuple[float, float]:
     """Mean target NLL and accuracy over all the tasks, in chunks (one forward pass each, no gradients)."""
     nll_sum = acc_sum = 0.0
