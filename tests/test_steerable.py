@@ -188,3 +188,19 @@ def test_build_model_rejects_heads_that_do_not_divide_hidden():
 
     with pytest.raises(AloeError, match="multiple of --heads"):
         build_model(ModelConfig("np-btl", 1, hidden=30, heads=4))
+
+
+def test_conflicting_share_keeps_that_share_of_disagreeing_pairs():
+    import random
+
+    from aloe.steerable.sources import keep_conflicting_share
+
+    items = []
+    for i in range(100):
+        disagree = i < 30
+        items += [{"pair_id": f"p{i}", "user": "u0", "choice": 0}, {"pair_id": f"p{i}", "user": "u1", "choice": int(disagree)}]
+    kept = keep_conflicting_share(items, 0.5, random.Random(0))
+    pairs = {item["pair_id"] for item in kept}
+    conflicting = {p for p in pairs if int(p[1:]) < 30}
+    assert len(pairs) == 60 and len(conflicting) == 30
+    assert keep_conflicting_share(items, None, random.Random(0)) == items

@@ -182,10 +182,10 @@ def _text_items(options: SourceOptions) -> list[dict]:
                 if choice is not None:
                     items.append({"user": user, "pair_id": f"{group}-{i}{j}", "group": group, "prompt": row.instruction,
                                   "text_a": a, "text_b": b, "choice": choice})
-    return _keep_conflicting_share(items, options.conflicting_share, rng)
+    return keep_conflicting_share(items, options.conflicting_share, rng)
 
 
-def _keep_conflicting_share(items: list[dict], share: float | None, rng: random.Random) -> list[dict]:
+def keep_conflicting_share(items: list[dict], share: float | None, rng: random.Random) -> list[dict]:
     """Drop pairs so that `share` of the kept pairs are ones on which some users disagree."""
     if share is None:
         return items
