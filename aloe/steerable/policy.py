@@ -233,7 +233,8 @@ def implicit_accuracy(policy: SteeredPolicy, split: Split, ks: list[int], tasks:
         for k in ks:
             drawn = fixed_tasks(sampler, tasks, k, seed)
             margins = dpo_margins(policy, policy_batch(split, sampler, drawn, policy.config.conditioning))
-            per_task = (margins > 0).float().reshape(tasks, policy.config.targets).mean(1).numpy()
+            correct = (margins > 0).float() + 0.5 * (margins == 0).float()  # a tie (the untrained policy) is a coin flip
+            per_task = correct.reshape(tasks, policy.config.targets).mean(1).numpy()
             out[str(k)] = mean_sem(per_task)
     policy.train()
     return out
