@@ -49,7 +49,7 @@ $PY evaluation/eval_steerable.py "${checkpoints[@]}" --k $KS 20 50 --output "$RU
 
 [ "${SCALAR_ONLY:-0}" = 1 ] && exit 0
 
-TOY="--targets 4 --k-max 3 --hidden 64 --heads 4 --batch-size 16 --epochs 2 --steps-per-epoch 50 --val-tasks 64 --threads $THREADS"
+TOY="--targets 4 --k-max 3 --hidden 64 --heads 4 --batch-size 16 --lr 1e-3 --epochs 4 --steps-per-epoch 150 --val-tasks 64 --threads $THREADS"
 step "4/5 toy text users, UltraFeedback-style attributes and ALOE personas"
 $PY data_generation/synthetic_preferences.py --kind text --output "$RUN/text"
 $PY data_generation/synthetic_preferences.py --kind ultrafeedback --output "$RUN/ultrafeedback"

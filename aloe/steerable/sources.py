@@ -154,7 +154,12 @@ def split_groups(groups: Sequence[str], seed: int) -> dict[str, str]:
 def _pairs_from_choices(items: list[dict], split_of: dict[str, str], spec: str) -> dict[str, list[Comparison]]:
     """Embed every option once and build the comparisons; `items` hold user, pair_id, group, prompt, texts, choice."""
     texts = [option_text(item["prompt"], item[side]) for item in items for side in ("text_a", "text_b")]
-    vectors, _ = embed_texts(texts, spec) if texts else (np.zeros((0, 1)), {})
+    vectors, _ = embed_texts(texts, spec)
+    # Replies to one prompt embed close together, so their differences are tiny next to the shared part;
+    # standardizing each dimension by the train split's statistics makes them visible to the networks.
+    train_rows = np.repeat([split_of[item["group"]] == "train" for item in items], 2)
+    mean, std = vectors[train_rows].mean(0), vectors[train_rows].std(0) + 1e-6
+    vectors = (vectors - mean) / std
     out: dict[str, list[Comparison]] = {name: [] for name in SPLITS}
     for i, item in enumerate(items):
         out[split_of[item["group"]]].append(Comparison(
@@ -295,6 +300,7 @@ def build_dataset(kind: str, options: SourceOptions, output: str | Path) -> tupl
         "dim": len(every[0].option_a),
         "users": sorted({r.user for r in every}),
         "embedder": embedder,
+        "features": "per-dimension standardized by the train split's mean and std" if embedder else "raw",
         "option_prompt": prompt_hash(OPTION_PROMPT) if embedder else None,
         "agreement_rate": agreement_rate(Split.from_records(every)),
         **extra,
