@@ -204,3 +204,11 @@ def test_conflicting_share_keeps_that_share_of_disagreeing_pairs():
     conflicting = {p for p in pairs if int(p[1:]) < 30}
     assert len(pairs) == 60 and len(conflicting) == 30
     assert keep_conflicting_share(items, None, random.Random(0)) == items
+
+
+def test_method_prompts_are_found_by_name_and_listed():
+    from aloe.prompts import available, prompt_hash, render
+
+    assert render("steerable/option", prompt="Hi?", response="Hello.") == "Human: Hi?\n\nAssistant: Hello."
+    assert {"steerable/option", "steerable/context_as_text", "steerable/context_example"} <= set(available())
+    assert len(prompt_hash("steerable/context_as_text")) == 16
