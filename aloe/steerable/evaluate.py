@@ -1,4 +1,4 @@
-"""Accuracy vs k on the test split: held-out targets, the same tasks for every model, one batched pass per k.
+"""Accuracy vs k on the test split: held-out targets, the same tasks for every model, batched forward passes.
 
 Per model and k: accuracy (mean and SEM over tasks, and per user), target NLL, expected calibration
 error, and the original code's metric beside it (context drawn from the targets, the first k target
@@ -42,8 +42,11 @@ def calibration_error(prob_b: np.ndarray, choice: np.ndarray, bins: int = CALIBR
     return float(error)
 
 
-def predict(model: RewardModel, sampler: EpisodeSampler, tasks: Tasks, score_all: bool, chunk: int = 2048):
-    """Probabilities of option b, choices and the scored-target mask, (tasks, targets) each, in large chunks."""
+def predict(model: RewardModel, sampler: EpisodeSampler, tasks: Tasks, score_all: bool, chunk: int = 256):
+    """Probabilities of option b, choices and the scored-target mask, (tasks, targets) each.
+
+    Chunks of 256 tasks: on a CPU thread one pass over all 1,920 tasks of a k was slower (see docs/BENCHMARKS.md).
+    """
     probs, choices, masks = [], [], []
     with torch.no_grad():
         for start in range(0, len(tasks), chunk):
