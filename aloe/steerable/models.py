@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aloe.errors import AloeError
+
 KINDS = ("btl", "dpl", "np-btl")
 STD_FLOOR = 0.01  # the latent path's std never goes below this: a vanishing std makes the KL blow up
 
@@ -217,8 +219,6 @@ MODEL_CLASSES: dict[str, type[RewardModel]] = {"btl": BTL, "dpl": DPL, "np-btl":
 
 def build_model(config: ModelConfig) -> RewardModel:
     if config.hidden % config.heads:
-        from aloe.errors import AloeError
-
         raise AloeError(f"--hidden {config.hidden} must be a multiple of --heads {config.heads}")
     return MODEL_CLASSES[config.kind](config)
 

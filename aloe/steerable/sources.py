@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aloe.errors import AloeError, RecordError
+from aloe.errors import AloeError
 from aloe.jsonl import read_records
 from aloe.prompts import prompt_hash, render
 from aloe.provenance import provenance
@@ -182,7 +182,7 @@ def _text_items(options: SourceOptions) -> list[dict]:
             a, b = row.completions[i].response, row.completions[j].response
             if rng.random() < 0.5:  # which reply is option a is random, so "always a" learns nothing
                 a, b = b, a
-            choices = text_choices([a], [b], users, rng)
+            choices = text_choices([a], [b], users)
             for user, (choice,) in choices.items():
                 if choice is not None:
                     items.append({"user": user, "pair_id": f"{group}-{i}{j}", "group": group, "prompt": row.instruction,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from aloe.errors import AloeError
 from aloe.steerable.data import Comparison
 
 # The paper's two hidden users over options y in [0, 1]: both rank y < 0.5 by y; above it user 0
@@ -54,14 +54,12 @@ def text_users(attributes: Sequence[str]) -> dict[str, tuple[str, int]]:
     """`{user name: (attribute, sign)}`: for each attribute a user who wants more of it and one who wants less."""
     unknown = [a for a in attributes if a not in TEXT_ATTRIBUTES]
     if unknown:
-        from aloe.errors import AloeError
-
         raise AloeError(f"unknown text attribute(s) {unknown}; known: {', '.join(TEXT_ATTRIBUTES)}")
     return {f"{a}-{'more' if sign > 0 else 'less'}": (a, sign) for a in attributes for sign in (1, -1)}
 
 
-def text_choices(texts_a: Sequence[str], texts_b: Sequence[str], users: dict[str, tuple[str, int]],
-                 rng: random.Random) -> dict[str, list[int | None]]:
+def text_choices(texts_a: Sequence[str], texts_b: Sequence[str],
+                 users: dict[str, tuple[str, int]]) -> dict[str, list[int | None]]:
     """Each user's choice on each pair (None where the attribute does not tell the options apart)."""
     out: dict[str, list[int | None]] = {}
     for name, (attribute, sign) in users.items():

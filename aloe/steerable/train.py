@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -160,7 +161,5 @@ def load_checkpoint(path: str | Path) -> tuple[RewardModel, dict]:
     model.load_state_dict(saved["state_dict"])
     model.eval()
     summary_path = file.parent / SUMMARY_FILE
-    import json
-
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"model": kind}
     return model, summary
