@@ -1,7 +1,8 @@
 """Prompt templates kept as prose files beside this module, one per role, with named `{fields}`.
 
 A template is rendered with exactly its named fields: a missing or unexpected field is an error,
-so a prompt and the code that fills it cannot drift apart silently.
+so a prompt and the code that fills it cannot drift apart silently. A method's own prompts live in
+its package's `prompts/` folder and are named `<method>/<name>` (e.g. `steerable/option`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,16 @@ from pathlib import Path
 PROMPT_DIR = Path(__file__).parent
 
 
+def _path(name: str) -> Path:
+    if "/" in name:
+        package, stem = name.split("/", 1)
+        return PROMPT_DIR.parent / package / "prompts" / f"{stem}.txt"
+    return PROMPT_DIR / f"{name}.txt"
+
+
 @lru_cache(maxsize=None)
 def template(name: str) -> str:
-    path = PROMPT_DIR / f"{name}.txt"
+    path = _path(name)
     if not path.is_file():
         known = ", ".join(available())
         raise KeyError(f"no prompt named {name!r}; known prompts: {known}")
@@ -24,7 +32,9 @@ def template(name: str) -> str:
 
 
 def available() -> list[str]:
-    return sorted(path.stem for path in PROMPT_DIR.glob("*.txt"))
+    shared = [path.stem for path in PROMPT_DIR.glob("*.txt")]
+    methods = [f"{path.parent.parent.name}/{path.stem}" for path in PROMPT_DIR.parent.glob("*/prompts/*.txt")]
+    return sorted(shared + methods)
 
 
 def fields(name: str) -> set[str]:
