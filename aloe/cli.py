@@ -57,10 +57,11 @@ def add_model_args(parser: argparse.ArgumentParser, roles: Sequence[str] = (), d
     group.add_argument("--batch-size", type=positive_int, default=8, help="local models: conversations per generate call")
     group.add_argument("--concurrency", type=positive_int, default=8, help="API models: requests in flight at once")
     add_dtype_arg(group)
-    group.add_argument("--max-new-tokens", type=positive_int, default=256)
-    group.add_argument("--temperature", type=float, default=0.7)
-    group.add_argument("--top-p", type=float, default=1.0)
-    group.add_argument("--seed", type=int, default=0)
+    sampling = SamplingParams()  # the one home of the sampling defaults
+    group.add_argument("--max-new-tokens", type=positive_int, default=sampling.max_new_tokens)
+    group.add_argument("--temperature", type=float, default=sampling.temperature)
+    group.add_argument("--top-p", type=float, default=sampling.top_p)
+    group.add_argument("--seed", type=int, default=sampling.seed)
     group.add_argument("--cache", default=None, help="response cache file (default: responses.sqlite beside --output)")
     group.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
 

@@ -21,9 +21,9 @@ from aloe.cli import (
     shard_path, take_shard,
 )
 from aloe.interaction.conversations import (
-    CONTINUE_RULES, PROMPTS, ROLES, ConversationGenerator, GenerationSettings, RoleModels,
-    pair_personas,
+    CONTINUE_RULES, PROMPTS, ROLES, ConversationGenerator, GenerationSettings, pair_personas,
 )
+from aloe.lockstep import Roles
 from aloe.errors import AloeError
 from aloe.judges.preference import ON_TIE_RULES
 from aloe.jsonl import JsonlWriter, existing_ids, read_records, rewrite_jsonl, write_json
@@ -137,7 +137,7 @@ def main(argv=None):
     if pending or unparsed:
         pool = model_pool(args, output)
         specs = {role: role_spec(args, role) for role in ROLES}
-        models = RoleModels(**{role: pool.get(spec) for role, spec in specs.items()})
+        models = Roles(**{role: pool.get(spec) for role, spec in specs.items()})
         generator = ConversationGenerator(models, sampling_params(args), settings)
     if unparsed:
         changed = generator.rejudge(unparsed)
@@ -148,7 +148,7 @@ def main(argv=None):
     if pending:
         write_json(sidecar(output, "provenance.json"), provenance(
             settings=vars(args),
-            models={role: getattr(models, role).describe() for role in ROLES},
+            models={role: models[role].describe() for role in ROLES},
             prompts=list(PROMPTS),
         ))
         written, failed, first_failure = generate_groups(generator, pending, args.group_size, output, failures_path)

@@ -20,13 +20,14 @@ import time
 from pathlib import Path
 
 from aloe.interaction.evaluation import (
-    PROMPTS, ROLES, AloeEvaluation, RoleModels, RoleParams, first_unparsed_reason, ordered_pairs, personas_hash,
+    PROMPTS, ROLES, AloeEvaluation, EvaluationSettings, first_unparsed_reason, personas_hash,
     plot_levels, prompt_hashes, read_eval_records, result_metrics, settings_hash,
 )
 from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params, shard_arg, take_shard
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, merge_jsonl, rewrite_jsonl, write_json
-from aloe.interaction.personas import load_pool
+from aloe.interaction.personas import load_pool, ordered_pairs
+from aloe.lockstep import Roles
 from aloe.models import LOCAL_BACKENDS, resolve_spec, short_name
 from aloe.provenance import provenance
 
@@ -125,8 +126,8 @@ def local_dtype(choice: str, specs) -> str | None:
     return inference_dtype_name(choice)
 
 
-def role_params(args: argparse.Namespace) -> RoleParams:
-    return RoleParams(
+def role_params(args: argparse.Namespace) -> Roles:
+    return Roles(
         model=sampling_params(args),
         user=sampling_params(args, temperature=args.user_temperature, max_new_tokens=args.user_max_new_tokens),
         judge=sampling_params(args, temperature=args.judge_temperature, max_new_tokens=args.judge_max_new_tokens),
@@ -265,8 +266,8 @@ def main(argv=None):
     described = {role: {"spec": spec} for role, spec in specs.items()}
     if pending or unscored:
         pool = model_pool(args, paths["result"])
-        models = RoleModels(**{role: pool.get(spec) for role, spec in specs.items()})
-        described = {role: getattr(models, role).describe() for role in ROLES}
+        models = Roles(**{role: pool.get(spec) for role, spec in specs.items()})
+        described = {role: models[role].describe() for role in ROLES}
         engine = AloeEvaluation(models, role_params(args), args.turns, run_hash, max_attempts=args.max_attempts)
     if unscored:
         before = sum(turn.judge.score is None for record in unscored for turn in record.turns)

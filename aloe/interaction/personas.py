@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aloe.errors import RecordError
+from aloe.errors import AloeError, RecordError
 from aloe.jsonl import iter_records
 from aloe.messages import Message
 from aloe.prompts import render
@@ -27,7 +27,7 @@ from aloe.records import Persona
 class PersonaKind:
     name: str
     plural: str  # file and summary names: profiles.jsonl, personalities.jsonl
-    prompt: str  # prompt file under aloe/prompts/
+    prompt: str  # prompt file under aloe/interaction/prompts/
     min_words: int
     max_words: int
     tokens_per_persona: int  # reply budget per requested persona: the default --max-new-tokens is per_request x this
@@ -305,3 +305,58 @@ class PoolGrowth:
             "pool_size": len(self.texts),
         }
         return RoundResult(accepted, log)
+
+
+# ---------------------------------------------------------------- pairing
+
+
+@dataclass(frozen=True)
+class PersonaPair:
+    """One conversation to generate: a profile, a personality and the id derived from both."""
+
+    id: str
+    profile: Persona
+    personality: Persona
+
+
+def pair_id(profile: Persona, personality: Persona) -> str:
+    # From the two persona ids, not from a position, so ids survive sharding, resuming and a larger N.
+    return "conv-" + hashlib.sha1(f"{profile.id}\n{personality.id}".encode()).hexdigest()[:12]
+
+
+def pair_personas(profiles: Sequence[Persona], personalities: Sequence[Persona], count: int, seed: int) -> list[PersonaPair]:
+    """`count` distinct (profile, personality) pairs drawn with a seeded RNG.
+
+    Draws are sequential, so the first N pairs of a seed are the same whatever `count` is.
+    """
+    total = len(profiles) * len(personalities)
+    if count > total:
+        raise AloeError(f"--num-conversations {count} is more than the {len(profiles)} profiles x "
+                        f"{len(personalities)} personalities = {total} distinct pairs; lower it or add personas")
+    rng = random.Random(seed)
+    seen: set[tuple[int, int]] = set()
+    pairs = []
+    while len(pairs) < count:
+        key = (rng.randrange(len(profiles)), rng.randrange(len(personalities)))
+        if key in seen:
+            continue
+        seen.add(key)
+        profile, personality = profiles[key[0]], personalities[key[1]]
+        pairs.append(PersonaPair(pair_id(profile, personality), profile, personality))
+    return pairs
+
+
+def ordered_pairs(profiles: Sequence[Persona], personalities: Sequence[Persona]) -> list[PersonaPair]:
+    """Every (profile, personality) pair, in an order whose every prefix spreads over both lists.
+
+    Pair i takes profile i mod P and personality (i mod P + i div P) mod Q: the first min(P, Q)
+    pairs use distinct profiles and distinct personalities, so `--limit 5` on the 20 x 5 benchmark
+    meets 5 different people, and the full list still holds each pair exactly once.
+    """
+    count_p, count_q = len(profiles), len(personalities)
+    pairs = []
+    for index in range(count_p * count_q):
+        p = index % count_p
+        q = (p + index // count_p) % count_q
+        pairs.append(PersonaPair(pair_id(profiles[p], personalities[q]), profiles[p], personalities[q]))
+    return pairs
