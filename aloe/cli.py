@@ -1,5 +1,7 @@
 """What every stage script shares: model and sampling flags, sharding, and error handling.
 
+(The file names a run writes, shard files included, are aloe/runs.py's.)
+
 Each script defines `main(argv=None)` decorated with `@cli_main`, so tests call it in-process and a
 user sees one line and a non-zero exit for any error they can fix.
 """
@@ -110,14 +112,6 @@ def shard_arg(text: str) -> tuple[int, int]:
     if count < 1 or not 0 <= index < count:
         raise argparse.ArgumentTypeError(f"need 0 <= i < n, got {text!r}")
     return index, count
-
-
-def shard_path(output: str | Path, shard: tuple[int, int] | None) -> Path:
-    """Where worker i of n writes: runs/x.jsonl -> runs/x.shard-i-of-n.jsonl (its merge step finds it there)."""
-    output = Path(output)
-    if shard is None:
-        return output
-    return output.with_name(f"{output.stem}.shard-{shard[0]}-of-{shard[1]}{output.suffix}")
 
 
 def take_shard(items: Sequence[T], shard: tuple[int, int] | None) -> list[T]:

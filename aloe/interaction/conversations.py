@@ -16,7 +16,8 @@ rebuilt from committed turns with explicit roles (never from list positions).
 
 from __future__ import annotations
 
-import hashlib
+import datetime as dt
+import logging
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from aloe.errors import AloeError
 from aloe.interaction.personas import PersonaPair
 from aloe.interaction.simulation import USER_SIMULATOR_PROMPTS, user_turns
 from aloe.judges import Verdict
+from aloe.jsonl import JsonlWriter, existing_ids, read_records, rewrite_jsonl, write_json
 from aloe.judges.preference import (
     ON_TIE_RULES, PreferenceItem, PreferenceJudge, branch_of, combine, judge_messages, judged_order, paired_replies,
 )
@@ -34,7 +36,10 @@ from aloe.lockstep import ItemState, Roles, generate, generate_checked, history,
 from aloe.messages import Message, format_transcript
 from aloe.models.base import ChatModel, SamplingParams
 from aloe.prompts import prompt_hash, render
-from aloe.records import Conversation, PairedReplies, Persona, Turn
+from aloe.records import Conversation, PairedReplies, Turn
+from aloe.runs import RunFiles
+
+log = logging.getLogger("generate_conversations")
 
 ROLES = ("user", "extractor", "assistant", "judge")
 CONTINUE_RULES = ("random", "preferred", "rejected")
@@ -321,3 +326,93 @@ def _verdict(text: str) -> tuple[Verdict[str], str | None]:
     verdict = PreferenceJudge.parse(text)
     return verdict, verdict.reason
 
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@dataclass
+class GenerationReport:
+    """What one run of the stage did, for its one-line summary."""
+
+    pairs: int
+    already: int  # conversations already in the output
+    written: int = 0
+    failed: int = 0
+    first_failure: str = ""
+    rejudged: int = 0  # conversations rewritten after asking the judge again
+
+
+def generate_conversations(run: RunFiles, pairs: Sequence[PersonaPair], settings: GenerationSettings,
+                           load_generator: Callable[[], ConversationGenerator], judge_spec: str,
+                           provenance_of: Callable[[ConversationGenerator], dict], overwrite: bool = False
+                           ) -> GenerationReport:
+    """Generate `pairs` into `run`'s files, resuming what is there.
+
+    Finished conversations are appended to the main file as they finish and failures to the failures
+    file (rewritten each run: a re-run retries them); orders the judge left without a verdict in an
+    earlier run of the same judge and --on-tie are asked again first. `load_generator` is called only
+    when a model call is needed.
+    """
+    output = run.main
+    if overwrite and output.exists():
+        output.unlink()
+    # Read once: the finished ids are what resuming skips, the records what re-judging looks at.
+    stored = read_records(output, Conversation, allow_empty=True, unique_ids=True) if output.exists() else []
+    done = {conversation.id for conversation in stored}
+    previously_failed = existing_ids(run.failures)
+    pending = [pair for pair in pairs if pair.id not in done]
+    log.info("%d conversations: %d already in %s, %d to generate (%d retried after failing before)",
+             len(pairs), len(pairs) - len(pending), output, len(pending),
+             sum(pair.id in previously_failed for pair in pending))
+    report = GenerationReport(pairs=len(pairs), already=len(pairs) - len(pending))
+
+    covered = {pair.id for pair in pairs}
+    unparsed = [conversation for conversation in stored if conversation.id in covered
+                and conversation.meta.get("models", {}).get("judge") == judge_spec
+                and conversation.meta.get("on_tie") == settings.on_tie
+                and any(turn.verdict_missing for turn in conversation.conversations)]
+    if not (pending or unparsed):
+        return report
+    generator = load_generator()
+    if unparsed:
+        changed = generator.rejudge(unparsed)
+        rewrite_jsonl(output, stored)
+        still = sum(turn.verdict_missing for conversation in unparsed for turn in conversation.conversations)
+        report.rejudged = len(changed)
+        log.info("asked the judge again about %d conversations with unparsed verdicts: %d turns still unparsed "
+                 "(%d conversations rewritten in %s)", len(unparsed), still, len(changed), output)
+    if pending:
+        write_json(run.provenance, provenance_of(generator))
+        _generate_pending(generator, pending, settings.group_size, run, report)
+    return report
+
+
+def _generate_pending(generator: ConversationGenerator, pending: Sequence[PersonaPair], group_size: int,
+                      run: RunFiles, report: GenerationReport) -> None:
+    try:
+        with JsonlWriter(run.main) as writer, JsonlWriter(run.failures, overwrite=True) as failures:
+
+            def finish(conversation: Conversation) -> None:
+                writer.write(conversation)
+                report.written += 1
+
+            def fail(pair: PersonaPair, turn_index: int, reason: str) -> None:
+                failures.write({"id": pair.id, "profile_id": pair.profile.id, "personality_id": pair.personality.id,
+                                "turn": turn_index + 1, "reason": reason,
+                                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+                report.failed += 1
+                report.first_failure = report.first_failure or reason
+
+            def progress(start: int, end: int) -> None:
+                log.info("group %d-%d done: %d written, %d failed so far", start + 1, end, report.written,
+                         report.failed)
+
+            try:
+                generator.run(pending, finish, fail, group_size=group_size, on_group=progress)
+            except AloeError as exc:
+                raise AloeError(f"{exc} ({report.written} finished conversations are saved in {run.main}; "
+                                "re-run the same command to resume)") from None
+    finally:
+        if run.failures.exists() and run.failures.stat().st_size == 0:
+            run.failures.unlink()  # no failures this run (or it was interrupted before any)

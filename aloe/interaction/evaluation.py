@@ -31,7 +31,6 @@ from aloe.judges import score as score_judge
 from aloe.jsonl import read_records
 from aloe.lockstep import ItemState, Roles, generate, history, run_lockstep
 from aloe.messages import Message
-from aloe.metrics import alignment_metrics
 from aloe.models.base import ChatModel, SamplingParams
 from aloe.prompts import prompt_hash
 from aloe.records import Persona, Record
@@ -83,7 +82,7 @@ class EvalRecord(Record):
 
 
 def read_eval_records(path: str | Path) -> list[EvalRecord]:
-    return read_records(path, EvalRecord, allow_empty=True)
+    return read_records(path, EvalRecord, allow_empty=True, unique_ids=True)
 
 
 # ---------------------------------------------------------------- persona pairs
@@ -92,12 +91,6 @@ def read_eval_records(path: str | Path) -> list[EvalRecord]:
 def personas_hash(profiles: Sequence[Persona], personalities: Sequence[Persona]) -> str:
     payload = json.dumps([[(p.id, p.text) for p in profiles], [(p.id, p.text) for p in personalities]])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def settings_hash(identity: dict) -> str:
-    """A short hash of the settings that decide what a run's numbers mean (not how fast it ran)."""
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def prompt_hashes() -> dict[str, str]:
@@ -244,47 +237,3 @@ def _pair_of(record: EvalRecord) -> PersonaPair:
     profile = Persona(id=record.profile_id, text=record.profile)
     personality = Persona(id=record.personality_id, text=record.personality)
     return PersonaPair(record.id, profile, personality)
-
-
-# ---------------------------------------------------------------- results
-
-
-def result_metrics(records: Sequence[EvalRecord], turns: int, bootstrap_samples: int = 1000, seed: int = 0) -> dict:
-    return alignment_metrics([record.scores() for record in records], turns, bootstrap_samples, seed)
-
-
-def first_unparsed_reason(records: Sequence[EvalRecord]) -> str | None:
-    for record in records:
-        for turn in record.turns:
-            if turn.judge.score is None:
-                return turn.judge.reason
-    return None
-
-
-def plot_levels(curves: Sequence[tuple[str, dict]], path: str | Path, title: str = "ALOE alignment level per turn") -> Path:
-    """One line per (label, metrics) with its bootstrap band: AL(k) against turn k, on the 1-5 scale."""
-    from matplotlib.ticker import MaxNLocator
-
-    from aloe.plots import pyplot, save_figure
-
-    plt = pyplot()
-
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    for label, metrics in curves:
-        rows = [row for row in metrics["per_turn"] if row["al"] is not None]
-        turns = [row["turn"] for row in rows]
-        line, = axes.plot(turns, [row["al"] for row in rows], marker="o", label=label)
-        banded = [row for row in rows if row["al_ci"] is not None]
-        if banded:
-            axes.fill_between([row["turn"] for row in banded], [row["al_ci"][0] for row in banded],
-                              [row["al_ci"][1] for row in banded], color=line.get_color(), alpha=0.18, linewidth=0)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel("turn k")
-    axes.set_ylabel("alignment level AL(k)")
-    axes.set_ylim(0.8, 5.2)
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    if curves:
-        axes.legend(loc="best", fontsize="small")
-    figure.tight_layout()
-    return save_figure(figure, path)

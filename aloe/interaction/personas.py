@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aloe.errors import AloeError, RecordError
-from aloe.jsonl import iter_records
+from aloe.jsonl import read_records
 from aloe.messages import Message
 from aloe.prompts import render
 from aloe.records import Persona
@@ -47,13 +47,7 @@ KINDS = {
 
 def load_pool(path: str | Path, allow_empty: bool = False) -> list[Persona]:
     """A persona pool: Persona records or the seed repository's bare JSON strings, ids unique."""
-    records = []
-    seen: dict[str, int] = {}
-    for number, record in enumerate(iter_records(path, Persona, Persona.from_bare_string), start=1):
-        if record.id in seen:
-            raise RecordError(f"{path}: id: {record.id!r} appears twice (records {seen[record.id]} and {number})")
-        seen[record.id] = number
-        records.append(record)
+    records = read_records(path, Persona, Persona.from_bare_string, allow_empty=True, unique_ids=True)
     if not records and not allow_empty:
         raise RecordError(f"{path}: no records (a pool file holds one persona per line)")
     return records
@@ -204,13 +198,19 @@ def parse_candidates(text: str, min_words: int, max_words: int, truncated: bool 
 
 @dataclass(frozen=True)
 class GrowthSettings:
-    examples_per_prompt: int = 5
-    per_request: int = 20
-    requests_per_round: int = 4
+    """Pool growth's settings; generate_personas.py takes its flag defaults from here."""
+
+    examples_per_prompt: int = 5  # pool personas shown per request (paper: 5)
+    per_request: int = 20  # new personas asked for per request (paper: 20)
+    requests_per_round: int = 2  # suits a CPU demo; raise it for API/vLLM models (e.g. 32)
     min_words: int = 25
     max_words: int = 200
     seed: int = 0
     shard: tuple[int, int] = (0, 1)  # (index, count): shards draw different examples and samples
+    max_rounds: int = 3  # rounds one run may take before it stops short of the target
+    threshold: float = 0.6  # keep a candidate iff its max cosine similarity to the pool is at most this (paper)
+    embedder: str = "embedded"
+    temperature: float = 0.8  # the paper's
 
 
 @dataclass
