@@ -11,7 +11,6 @@ resumes toward --target; --overwrite starts over. See docs/persona_generation.md
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import sys
 import time
@@ -20,14 +19,11 @@ from pathlib import Path
 from aloe.cli import (
     ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params, shard_arg,
 )
-from aloe.sentence_embeddings import NoveltyFilter, load_embedder
 from aloe.errors import AloeError
-from aloe.jsonl import JsonlWriter, write_json
-from aloe.interaction.personas import KINDS, GrowthSettings, PoolGrowth, load_pool
+from aloe.interaction.personas import KINDS, GrowthSettings, grow_pool, load_pool
 from aloe.provenance import provenance
 from aloe.runs import RunFiles
 
-log = logging.getLogger("generate_personas")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = GrowthSettings()
 
@@ -106,57 +102,22 @@ def main(argv=None):
     if shard_count > 1:
         # Each worker grows its own share of the generated personas on top of the same seeds.
         target = min(args.target, seed_count + math.ceil(max(0, args.target - seed_count) / shard_count))
-    rounds_path = run.rounds
-    history = [] if args.overwrite or not rounds_path.exists() else _read_rounds(rounds_path)
-
-    model = embedder = None
-    if len(pool) < target:
-        embedder = load_embedder(args.embedder)
-        model = model_pool(args, output).get(args.model)
     settings = GrowthSettings(examples_per_prompt=args.examples_per_prompt, per_request=args.per_request,
-                              requests_per_round=args.requests_per_round, min_words=min_words,
-                              max_words=max_words, seed=args.seed, shard=(shard_index, shard_count))
+                              requests_per_round=args.requests_per_round, min_words=min_words, max_words=max_words,
+                              seed=args.seed, shard=(shard_index, shard_count), max_rounds=args.max_rounds,
+                              threshold=args.threshold, embedder=args.embedder, temperature=args.temperature)
+
+    def load_model():
+        return model_pool(args, output).get(args.model)
+
+    def provenance_of(model, embedder) -> dict:
+        return provenance(settings={**vars(args), "target_this_shard": target, "seeds": str(seeds_path)},
+                          models={"generator": model.describe(), "embedder": embedder.describe()}, prompts=[kind.prompt])
 
     with run.lock():
-        this_run: list[dict] = []
-        added = 0
-        with JsonlWriter(output, overwrite=args.overwrite) as writer:
-            writer.write_all(new_seeds)
-            if model is not None:
-                write_json(run.provenance, provenance(
-                    settings={**vars(args), "target_this_shard": target, "seeds": str(seeds_path)},
-                    models={"generator": model.describe(), "embedder": embedder.describe()},
-                    prompts=[kind.prompt],
-                ))
-                novelty = NoveltyFilter(embedder, args.threshold)
-                novelty.add([persona.text for persona in pool], [persona.id for persona in pool])
-                growth = PoolGrowth(kind, model, sampling_params(args), novelty, pool, settings)
-                next_round = max((persona.round for persona in pool), default=0) + 1
-                for round_number in range(next_round, next_round + args.max_rounds):
-                    if len(growth.texts) >= target:
-                        break
-                    result = growth.run_round(round_number, room=target - len(growth.texts))
-                    writer.write_all(result.accepted)
-                    added += len(result.accepted)
-                    this_run.append(result.log)
-                    write_json(rounds_path, {"kind": args.kind, "output": str(output), "rounds": history + this_run})
-                    entry = result.log
-                    log.info("round %d: %d requests, %d candidates parsed, %d novel (%.0f%%), pool %d/%d, %.1fs",
-                             round_number, entry["requests"], entry["parsed"], entry["novel"],
-                             100 * entry["acceptance_rate"], entry["pool_size"], target, entry["generate_s"] + entry["filter_s"])
-                pool_size = len(growth.texts)
-            else:
-                pool_size = len(pool)
+        pool_size, added, this_run = grow_pool(run, kind, pool, new_seeds, target, settings, load_model,
+                                               sampling_params(args), provenance_of, args.overwrite)
     print(summary(args, output, pool_size, target, seed_count, added, this_run, time.perf_counter() - started))
-
-
-def _read_rounds(path: Path) -> list[dict]:
-    import json
-
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("rounds", [])
-    except (json.JSONDecodeError, AttributeError):
-        return []  # a damaged log only loses history; the pool itself is the JSONL output
 
 
 def summary(args, output: Path, pool_size: int, target: int, seeds: int, added: int, rounds: list[dict],

@@ -8,19 +8,26 @@ file and the length bounds a parsed candidate must meet.
 from __future__ import annotations
 
 import hashlib
-import time
+import json
+import logging
 import random
 import re
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aloe.errors import AloeError, RecordError
-from aloe.jsonl import read_records
+from aloe.jsonl import JsonlWriter, read_records, write_json
 from aloe.messages import Message
+from aloe.models.base import ChatModel, SamplingParams
 from aloe.prompts import render
 from aloe.records import Persona
+from aloe.runs import RunFiles
+
+log = logging.getLogger("generate_personas")
 
 
 @dataclass(frozen=True)
@@ -305,6 +312,55 @@ class PoolGrowth:
             "pool_size": len(self.texts),
         }
         return RoundResult(accepted, log)
+
+
+def grow_pool(run: RunFiles, kind: PersonaKind, pool: list[Persona], new_seeds: Sequence[Persona], target: int,
+              settings: GrowthSettings, load_model: Callable[[], ChatModel], params: SamplingParams,
+              provenance_of: Callable[[ChatModel, Any], dict], overwrite: bool = False) -> tuple[int, int, list[dict]]:
+    """The stage: write `new_seeds`, then grow `pool` toward `target` for at most `settings.max_rounds`
+    rounds, appending each accepted persona and logging each round to `run.rounds`.
+
+    Returns (pool size, personas added by this run, this run's round logs). The model and the embedder
+    are loaded only when the pool is short of the target.
+    """
+    from aloe.sentence_embeddings import NoveltyFilter, load_embedder
+
+    history = [] if overwrite or not run.rounds.exists() else _read_rounds(run.rounds)
+    this_run: list[dict] = []
+    added = 0
+    growing = len(pool) < target
+    # Loaded before the output is touched, so a bad --model or --embedder loses nothing.
+    embedder = load_embedder(settings.embedder) if growing else None
+    model = load_model() if growing else None
+    with JsonlWriter(run.main, overwrite=overwrite) as writer:
+        writer.write_all(new_seeds)
+        if not growing:
+            return len(pool), added, this_run
+        write_json(run.provenance, provenance_of(model, embedder))
+        novelty = NoveltyFilter(embedder, settings.threshold)
+        novelty.add([persona.text for persona in pool], [persona.id for persona in pool])
+        growth = PoolGrowth(kind, model, params, novelty, pool, settings)
+        next_round = max((persona.round for persona in pool), default=0) + 1
+        for round_number in range(next_round, next_round + settings.max_rounds):
+            if len(growth.texts) >= target:
+                break
+            result = growth.run_round(round_number, room=target - len(growth.texts))
+            writer.write_all(result.accepted)
+            added += len(result.accepted)
+            this_run.append(result.log)
+            write_json(run.rounds, {"kind": kind.name, "output": str(run.main), "rounds": history + this_run})
+            entry = result.log
+            log.info("round %d: %d requests, %d candidates parsed, %d novel (%.0f%%), pool %d/%d, %.1fs",
+                     round_number, entry["requests"], entry["parsed"], entry["novel"], 100 * entry["acceptance_rate"],
+                     entry["pool_size"], target, entry["generate_s"] + entry["filter_s"])
+    return len(growth.texts), added, this_run
+
+
+def _read_rounds(path: Path) -> list[dict]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("rounds", [])
+    except (json.JSONDecodeError, AttributeError):
+        return []  # a damaged log only loses history; the pool itself is the JSONL output
 
 
 # ---------------------------------------------------------------- pairing
