@@ -3,7 +3,7 @@
     python benchmarks/bench_conversations.py            # 16 conversations x 3 turns, the stage's 256 new tokens
     python benchmarks/bench_conversations.py --conversations 8 --max-new-tokens 32
 
-Both modes run the same engine (aloe.conversations) on the same loaded model with no response cache:
+Both modes run the same engine (aloe.interaction.conversations) on the same loaded model with no response cache:
 lockstep advances every conversation together, so each role's calls for a turn are one batched
 `generate` call; the plain approach runs one conversation after another with batch size 1, one
 prompt per forward pass (how the original code ran). `--max-attempts 1` keeps the count at exactly
@@ -17,21 +17,19 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from aloe.cli import add_dtype_arg, sampling_params
-from aloe.conversations import ConversationGenerator, GenerationSettings, RoleModels, pair_personas
-from aloe.personas import load_pool
+from aloe.cli import add_dtype_arg
+from aloe.interaction.conversations import ROLES, ConversationGenerator, GenerationSettings
+from aloe.interaction.personas import load_pool, pair_personas
+from aloe.lockstep import Roles
 from aloe.models import ModelOptions, load_model
-from aloe.models.base import ChatModel
+from aloe.models.base import ChatModel, SamplingParams
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "data_generation"))
-from generate_conversations import build_parser  # noqa: E402  the stage's defaults
 
 
 class Counting(ChatModel):
@@ -52,7 +50,7 @@ class Counting(ChatModel):
 def run(model, pairs, params, settings, batch_size, one_at_a_time):
     model.batch_size = batch_size
     counting = Counting(model)
-    generator = ConversationGenerator(RoleModels(counting, counting, counting, counting), params, settings)
+    generator = ConversationGenerator(Roles.fill(ROLES, counting), params, settings)
     finished, failed = [], []
     started = time.perf_counter()
     for group in ([[pair] for pair in pairs] if one_at_a_time else [pairs]):
@@ -70,6 +68,8 @@ def main(argv=None):
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="per reply, every role (default: generate_conversations.py's)")
     parser.add_argument("--batch-size", type=int, default=32, help="lockstep: prompts per forward pass")
+    parser.add_argument("--judge-temperature", type=float, default=GenerationSettings.judge_temperature,
+                        help="the preference judge's temperature (default: the stage's, greedy)")
     add_dtype_arg(parser)
     parser.add_argument("--baseline-conversations", type=int, default=None,
                         help="time the one-at-a-time mode on this many conversations and scale linearly to "
@@ -81,10 +81,10 @@ def main(argv=None):
     pairs = pair_personas(load_pool(args.profiles), load_pool(args.personalities),
                           args.conversations, seed=0)
     model = load_model(args.model, ModelOptions(batch_size=args.batch_size, dtype=args.dtype))
-    stage = build_parser().parse_args(["--profiles", args.profiles, "--personalities", args.personalities])
-    params = sampling_params(stage, max_new_tokens=args.max_new_tokens or stage.max_new_tokens)  # the stage's
+    params = SamplingParams()  # the stage's defaults (its --temperature, --max-new-tokens, ... come from here)
+    params = params.replace(max_new_tokens=args.max_new_tokens or params.max_new_tokens)
     args.max_new_tokens = params.max_new_tokens
-    settings = GenerationSettings(turns=args.turns, max_attempts=1)
+    settings = GenerationSettings(turns=args.turns, max_attempts=1, judge_temperature=args.judge_temperature)
     run(model, pairs[:1], params, GenerationSettings(turns=1, max_attempts=1), 1, True)  # warm-up
 
     results = {"lockstep batched": run(model, pairs, params, settings, args.batch_size, one_at_a_time=False)}

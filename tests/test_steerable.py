@@ -209,6 +209,6 @@ def test_conflicting_share_keeps_that_share_of_disagreeing_pairs():
 def test_method_prompts_are_found_by_name_and_listed():
     from aloe.prompts import available, prompt_hash, render
 
-    assert render("steerable/option", prompt="Hi?", response="Hello.") == "Human: Hi?\n\nAssistant: Hello."
-    assert {"steerable/option", "steerable/context_as_text", "steerable/context_example"} <= set(available())
-    assert len(prompt_hash("steerable/context_as_text")) == 16
+    assert render("steerable_option", prompt="Hi?", response="Hello.") == "Human: Hi?\n\nAssistant: Hello."
+    assert {"steerable_option", "steerable_context_as_text", "steerable_context_example"} <= set(available())
+    assert len(prompt_hash("steerable_context_as_text")) == 16

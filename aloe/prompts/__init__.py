@@ -1,8 +1,11 @@
-"""Prompt templates kept as prose files beside this module, one per role, with named `{fields}`.
+"""Prompt templates kept as prose files, one per role, with named `{fields}`.
+
+Shared prompts (the judges') sit beside this module; a method's prompts sit in its package's
+`prompts/` folder (aloe/interaction/prompts/, ...). A prompt is found by its name alone, so names
+are unique across folders, and a prompt's name and hash do not change when its file moves.
 
 A template is rendered with exactly its named fields: a missing or unexpected field is an error,
-so a prompt and the code that fills it cannot drift apart silently. A method's own prompts live in
-its package's `prompts/` folder and are named `<method>/<name>` (e.g. `steerable/option`).
+so a prompt and the code that fills it cannot drift apart silently.
 """
 
 from __future__ import annotations
@@ -15,26 +18,28 @@ from pathlib import Path
 PROMPT_DIR = Path(__file__).parent
 
 
-def _path(name: str) -> Path:
-    if "/" in name:
-        package, stem = name.split("/", 1)
-        return PROMPT_DIR.parent / package / "prompts" / f"{stem}.txt"
-    return PROMPT_DIR / f"{name}.txt"
+@lru_cache(maxsize=None)
+def _files() -> dict[str, Path]:
+    # Found by globbing files, not by importing the method packages: the core never imports a method.
+    files: dict[str, Path] = {}
+    for path in sorted([*PROMPT_DIR.glob("*.txt"), *PROMPT_DIR.parent.glob("*/prompts/*.txt")]):
+        if path.stem in files:
+            raise RuntimeError(f"two prompts named {path.stem!r}: {files[path.stem]} and {path}; rename one")
+        files[path.stem] = path
+    return files
 
 
 @lru_cache(maxsize=None)
 def template(name: str) -> str:
-    path = _path(name)
-    if not path.is_file():
+    path = _files().get(name)
+    if path is None:
         known = ", ".join(available())
         raise KeyError(f"no prompt named {name!r}; known prompts: {known}")
     return path.read_text(encoding="utf-8").strip() + "\n"
 
 
 def available() -> list[str]:
-    shared = [path.stem for path in PROMPT_DIR.glob("*.txt")]
-    methods = [f"{path.parent.parent.name}/{path.stem}" for path in PROMPT_DIR.parent.glob("*/prompts/*.txt")]
-    return sorted(shared + methods)
+    return sorted(_files())
 
 
 def fields(name: str) -> set[str]:

@@ -35,8 +35,8 @@ from aloe.steerable.models import NPBTL, ModelConfig
 from aloe.steerable.train import CHECKPOINT_FILE, SUMMARY_FILE
 
 CONDITIONINGS = ("film", "text")
-CONTEXT_PROMPT = "steerable/context_as_text"
-EXAMPLE_PROMPT = "steerable/context_example"
+CONTEXT_PROMPT = "steerable_context_as_text"
+EXAMPLE_PROMPT = "steerable_context_example"
 
 
 @dataclass

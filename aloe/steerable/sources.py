@@ -28,7 +28,7 @@ KINDS = ("scalar", "text", "aloe", "ultrafeedback")
 SAMPLE_FILE = Path(__file__).resolve().parents[2] / "datasets" / "steerable" / "ultrafeedback_sample.jsonl"
 HUB_DATASET = "openbmb/UltraFeedback"
 UF_ATTRIBUTES = ("helpfulness", "honesty", "truthfulness", "instruction_following")
-OPTION_PROMPT = "steerable/option"  # how a (prompt, response) is shown to the embedder
+OPTION_PROMPT = "steerable_option"  # how a (prompt, response) is shown to the embedder
 SPLIT_SHARES = (0.8, 0.1, 0.1)
 
 

@@ -1,0 +1,239 @@
+"""The ALOE evaluation: does a model align better to a user as the conversation goes on?
+
+Each (profile, personality) pair of the evaluation set holds one conversation. At every turn, for all
+active conversations at once (one `generate` call per role):
+
+1. the user simulator (the same role prompt as data generation) writes the user's next message;
+2. the model under test replies with its own chat template, seeing only the conversation:
+   no persona, no system prompt;
+3. the judge, shown the true profile and personality, the user's message and the reply, scores
+   the reply 1-5; unparsed verdicts get one stricter reminder as one smaller batch.
+
+Conversations are advanced in groups (`group_size`); a group's records are appended when it
+finishes, and the response cache makes an interrupted group cheap to replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field
+
+from aloe.errors import AloeError
+from aloe.interaction.personas import PersonaPair
+from aloe.interaction.simulation import USER_SIMULATOR_PROMPTS, user_turns
+from aloe.judges import Verdict
+from aloe.judges import score as score_judge
+from aloe.jsonl import read_records
+from aloe.lockstep import ItemState, Roles, generate, history, run_lockstep
+from aloe.messages import Message
+from aloe.models.base import ChatModel, SamplingParams
+from aloe.prompts import prompt_hash
+from aloe.records import Persona, Record
+
+ROLES = ("model", "user", "judge")
+PROMPTS = (*USER_SIMULATOR_PROMPTS, *score_judge.PROMPTS)
+
+
+# ---------------------------------------------------------------- records
+
+
+class JudgeAttempt(Record):
+    raw: str
+    score: int | None = Field(default=None, ge=1, le=5)
+    reason: str | None = None
+
+
+class TurnScore(Record):
+    """The judge's score of one reply (None with the reason when no ask gave a readable verdict)."""
+
+    score: int | None = Field(default=None, ge=1, le=5)
+    reason: str | None = None
+    attempts: list[JudgeAttempt] = Field(default_factory=list)
+
+
+class EvalTurn(Record):
+    turn: int = Field(ge=1)
+    user: str
+    reply: str
+    finish_reason: str = "stop"
+    reply_tokens: int = 0
+    judge: TurnScore
+
+
+class EvalRecord(Record):
+    """One benchmark conversation: the persona pair, every turn with its score, and the run it belongs to."""
+
+    id: str
+    profile_id: str
+    personality_id: str
+    profile: str
+    personality: str
+    turns: list[EvalTurn] = Field(default_factory=list)
+    stopped: str | None = None  # why the conversation ended before the last turn
+    settings_hash: str
+
+    def scores(self) -> list[int | None]:
+        return [turn.judge.score for turn in self.turns]
+
+
+def read_eval_records(path: str | Path) -> list[EvalRecord]:
+    return read_records(path, EvalRecord, allow_empty=True, unique_ids=True)
+
+
+# ---------------------------------------------------------------- persona pairs
+
+
+def personas_hash(profiles: Sequence[Persona], personalities: Sequence[Persona]) -> str:
+    payload = json.dumps([[(p.id, p.text) for p in profiles], [(p.id, p.text) for p in personalities]])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def prompt_hashes() -> dict[str, str]:
+    return {name: prompt_hash(name) for name in PROMPTS}
+
+
+# ---------------------------------------------------------------- the engine
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """The evaluation stage's defaults; eval_aloe.py takes its flag defaults from here.
+
+    The user simulator and the judge are fixed parts of the evaluation, not the model under test, so
+    they do not follow --model; the paper used GPT-4o-mini for both (see docs/evaluation.md).
+    """
+
+    helper_model: str = "embedded"  # default spec of the user simulator and the judge
+    turns: int = 10  # paper: 10
+    max_new_tokens: int = 128  # the model under test
+    user_temperature: float = 0.7
+    user_max_new_tokens: int = 64
+    judge_temperature: float = 0.0  # greedy
+    judge_max_new_tokens: int = 64
+    max_attempts: int = 3  # user simulator samples before an empty message ends a conversation
+    group_size: int = 100
+    bootstrap: int = 1000
+
+    def role_params(self, model: SamplingParams) -> Roles[SamplingParams]:
+        """Each role's sampling: the model under test's `model`, the simulator's and judge's from these settings."""
+        return Roles(model=model,
+                     user=model.replace(temperature=self.user_temperature, max_new_tokens=self.user_max_new_tokens),
+                     judge=model.replace(temperature=self.judge_temperature, max_new_tokens=self.judge_max_new_tokens))
+
+
+State = ItemState[PersonaPair]  # its turns: the EvalTurns so far; `stopped` says why it ended early
+
+
+def eval_history(state: State) -> list[Message]:
+    return history((turn.user, turn.reply) for turn in state.turns)
+
+
+class AloeEvaluation:
+    """Runs evaluation conversations in lockstep: each role's calls for turn k are one batch.
+
+    `models` and `params` hold the roles model (under test), user and judge (`aloe.lockstep.Roles`).
+    """
+
+    def __init__(self, models: Roles[ChatModel], params: Roles[SamplingParams], turns: int, run_hash: str,
+                 max_attempts: int = EvaluationSettings.max_attempts):
+        if turns < 1:
+            raise AloeError(f"--turns must be at least 1, got {turns}")
+        self.models = models.require(ROLES)
+        self.params = params.require(ROLES)
+        self.turns = turns
+        self.run_hash = run_hash
+        self.max_attempts = max_attempts
+
+    def run(self, pairs: Sequence[PersonaPair], on_finish: Callable[[EvalRecord], None],
+            group_size: int = EvaluationSettings.group_size) -> None:
+        """Evaluate every pair; each group's records go to `on_finish` once the group has finished."""
+        run_lockstep(pairs, self.turns, self._advance, lambda state: on_finish(self._record(state)),
+                     group_size=group_size)
+
+    def _advance(self, active: list[State], k: int) -> None:
+        # 1. the simulated user speaks; an empty message is re-sampled, then ends that conversation
+        messages = user_turns(self.models.user, self.params.user, self.max_attempts,
+                              [(s.item.profile.text, s.item.personality.text, eval_history(s)) for s in active])
+        speaking = []
+        for state, message in zip(active, messages):
+            if message.ok:
+                speaking.append((state, message.value))
+            else:
+                state.done = True
+                state.stopped = f"the user simulator gave an empty message at turn {k + 1} ({self.max_attempts} attempts)"
+
+        # 2. the model under test sees the conversation only, exactly as a user would show it
+        chats = [[*eval_history(state), {"role": "user", "content": message}] for state, message in speaking]
+        replies = generate(self.models.model, chats, self.params.model)
+
+        # 3. the judge scores every reply; the unparsed ones are asked once more with a reminder
+        judged = self.judge([(state.item, message, reply.text) for (state, message), reply in zip(speaking, replies)])
+        for (state, message), reply, score in zip(speaking, replies, judged):
+            state.turns.append(EvalTurn(turn=k + 1, user=message, reply=reply.text, finish_reason=reply.finish_reason,
+                                        reply_tokens=reply.completion_tokens, judge=score))
+
+    def judge(self, items: Sequence[tuple[PersonaPair, str, str]],
+              earlier: Sequence[list[Verdict[int]]] | None = None) -> list[TurnScore]:
+        """Scores for (pair, user message, reply) items: one batch, then one reminder batch for the unparsed.
+
+        `earlier` holds each item's asks from a previous run; they are kept, and their count is the new
+        ask's sample index, so a re-ask is a fresh sample rather than a replay from the response cache.
+        """
+        prompts = [score_judge.judge_messages(pair.profile.text, pair.personality.text, message, reply)
+                   for pair, message, reply in items]
+        attempts: list[list[Verdict[int]]] = [list(verdicts) for verdicts in earlier] if earlier else [[] for _ in items]
+        asks = [len(history) for history in attempts]
+        for reply, earlier_asks in zip(generate(self.models.judge, prompts, self.params.judge, asks), attempts):
+            earlier_asks.append(score_judge.parse_score(reply.text))
+        retry = [i for i, earlier_asks in enumerate(attempts) if not earlier_asks[-1].parsed]
+        reminders = [score_judge.reminder_messages(prompts[i], attempts[i][-1]) for i in retry]
+        for position, reply in zip(retry, generate(self.models.judge, reminders, self.params.judge,
+                                                   [asks[i] for i in retry])):
+            attempts[position].append(score_judge.parse_score(reply.text))
+        return [TurnScore(**score_judge.ScoreJudgement(verdicts).as_dict()) for verdicts in attempts]
+
+    def rejudge(self, records: Sequence[EvalRecord]) -> list[EvalRecord]:
+        """Ask the judge again about every stored turn without a score; returns the records that changed.
+
+        Stored raw outputs are first re-read with the current parser (free); only turns that still hold
+        no score cost new calls, all of them in one batch.
+        """
+        changed: dict[str, EvalRecord] = {}
+        todo: list[tuple[EvalRecord, EvalTurn, list[Verdict[int]]]] = []
+        for record in records:
+            for turn in record.turns:
+                if turn.judge.score is not None:
+                    continue
+                verdicts = [score_judge.parse_score(attempt.raw) for attempt in turn.judge.attempts]
+                first_parsed = next((i for i, verdict in enumerate(verdicts) if verdict.parsed), None)
+                if first_parsed is not None:
+                    turn.judge = TurnScore(**score_judge.ScoreJudgement(verdicts[:first_parsed + 1]).as_dict())
+                    changed[record.id] = record
+                else:
+                    todo.append((record, turn, verdicts))
+        if todo:
+            pairs = {record.id: _pair_of(record) for record, _, _ in todo}
+            scores = self.judge([(pairs[record.id], turn.user, turn.reply) for record, turn, _ in todo],
+                                [verdicts for _, _, verdicts in todo])
+            for (record, turn, _), score in zip(todo, scores):
+                turn.judge = score
+                changed[record.id] = record
+        return list(changed.values())
+
+
+    def _record(self, state: State) -> EvalRecord:
+        pair = state.item
+        return EvalRecord(id=pair.id, profile_id=pair.profile.id, personality_id=pair.personality.id,
+                          profile=pair.profile.text, personality=pair.personality.text,
+                          turns=state.turns, stopped=state.stopped, settings_hash=self.run_hash)
+
+
+def _pair_of(record: EvalRecord) -> PersonaPair:
+    profile = Persona(id=record.profile_id, text=record.profile)
+    personality = Persona(id=record.personality_id, text=record.personality)
+    return PersonaPair(record.id, profile, personality)
