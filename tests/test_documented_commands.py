@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aloe.personas import KINDS, load_pool
+from aloe.interaction.personas import KINDS, load_pool
 from stage_scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -65,7 +65,7 @@ def test_a_round_that_accepted_nothing_is_not_replayed_on_resume(openai_stub, se
 def test_a_malformed_key_is_reported_before_the_embedder_loads(seeds, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789\n")
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.setattr("aloe.embeddings.load_embedder", lambda spec: pytest.fail("the embedder was loaded first"))
+    monkeypatch.setattr("aloe.sentence_embeddings.load_embedder", lambda spec: pytest.fail("the embedder was loaded first"))
     assert run_script("persona_generation/generate_personas.py", "--kind", "profile", "--model", "openai:gpt-4o",
                       "--seeds", seeds, "--output", tmp_path / "profiles.jsonl", "--target", "30") == 1
     assert capsys.readouterr().err.startswith("error: OPENAI_API_KEY ends with a line break")

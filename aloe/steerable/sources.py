@@ -97,7 +97,7 @@ def embed_texts(texts: Sequence[str], spec: str) -> tuple[np.ndarray, dict]:
     if spec.startswith("lm:"):
         vectors, described = _last_token_states(unique, spec.removeprefix("lm:"))
     else:
-        from aloe.embeddings import load_embedder
+        from aloe.sentence_embeddings import load_embedder
 
         embedder = load_embedder(spec)
         vectors, described = embedder.encode(unique), embedder.describe()
