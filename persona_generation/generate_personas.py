@@ -107,8 +107,11 @@ def main(argv=None):
                               seed=args.seed, shard=(shard_index, shard_count), max_rounds=args.max_rounds,
                               threshold=args.threshold, embedder=args.embedder, temperature=args.temperature)
 
+    # Specs and keys are checked now, before the (slow) embedder loads; the model itself loads after it.
+    models = model_pool(args, output) if len(pool) < target else None
+
     def load_model():
-        return model_pool(args, output).get(args.model)
+        return models.get(args.model)
 
     def provenance_of(model, embedder) -> dict:
         return provenance(settings={**vars(args), "target_this_shard": target, "seeds": str(seeds_path)},

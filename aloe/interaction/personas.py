@@ -338,10 +338,9 @@ def grow_pool(run: RunFiles, kind: PersonaKind, pool: list[Persona], new_seeds: 
     this_run: list[dict] = []
     added = 0
     growing = len(pool) < target
-    # Loaded before the output is touched, so a bad --model or --embedder loses nothing; the model
-    # first, since checking its spec and key costs nothing and loading the embedder does.
-    model = load_model() if growing else None
+    # Loaded before the output is touched, so a bad --model or --embedder loses nothing.
     embedder = load_embedder(settings.embedder) if growing else None
+    model = load_model() if growing else None
     with JsonlWriter(run.main, overwrite=overwrite) as writer:
         writer.write_all(new_seeds)
         if not growing:
