@@ -1,4 +1,8 @@
-"""Prompt templates kept as prose files beside this module, one per role, with named `{fields}`.
+"""Prompt templates kept as prose files, one per role, with named `{fields}`.
+
+Shared prompts sit beside this module (`preference_judge`); a method's prompts sit in its package's
+`prompts/` folder and are named with the package first (`tailoring/persona_inference` is
+`aloe/tailoring/prompts/persona_inference.txt`).
 
 A template is rendered with exactly its named fields: a missing or unexpected field is an error,
 so a prompt and the code that fills it cannot drift apart silently.
@@ -12,11 +16,17 @@ from functools import lru_cache
 from pathlib import Path
 
 PROMPT_DIR = Path(__file__).parent
+PACKAGE_DIR = PROMPT_DIR.parent
+
+
+def prompt_path(name: str) -> Path:
+    package, _, stem = name.rpartition("/")
+    return (PACKAGE_DIR / package / "prompts" if package else PROMPT_DIR) / f"{stem}.txt"
 
 
 @lru_cache(maxsize=None)
 def template(name: str) -> str:
-    path = PROMPT_DIR / f"{name}.txt"
+    path = prompt_path(name)
     if not path.is_file():
         known = ", ".join(available())
         raise KeyError(f"no prompt named {name!r}; known prompts: {known}")
@@ -24,7 +34,10 @@ def template(name: str) -> str:
 
 
 def available() -> list[str]:
-    return sorted(path.stem for path in PROMPT_DIR.glob("*.txt"))
+    """Every prompt name: the shared ones, then each method package's as `<package>/<name>`."""
+    shared = sorted(path.stem for path in PROMPT_DIR.glob("*.txt"))
+    methods = sorted(f"{path.parent.parent.name}/{path.stem}" for path in PACKAGE_DIR.glob("*/prompts/*.txt"))
+    return shared + methods
 
 
 def fields(name: str) -> set[str]:
