@@ -109,7 +109,8 @@ def main(argv=None):
     previous = {} if args.overwrite else read_previous(judgements_path, identity)
 
     for criterion in args.criteria:
-        missing = next((item for item in items if needs_condition(criterion) and not (item.condition or "").strip()), None)
+        missing = next((item for item in items
+                        if needs_condition(criterion) and not (item.context["condition"] or "").strip()), None)
         if missing is not None:
             raise AloeError(f"{path_b}: record {missing.id}: condition: empty in both files, and the {criterion} "
                             "criterion shows the judge the persona or system message the tested model was given")

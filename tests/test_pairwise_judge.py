@@ -43,10 +43,9 @@ class FirstShownJudge(ChatModel):
 
 
 def items():
-    return [PairwiseItem("1", "p1", "meh", "GOOD one", "The user is kind."),
-            PairwiseItem("2", "p2", "GOOD one", "meh", "The user is kind."),
-            PairwiseItem("3", "p3", "same", "same", "The user is kind."),
-            PairwiseItem("4", "p4", "meh", "bah", "The user is kind.")]
+    return [PairwiseItem(str(i), a, b, {"prompt": f"p{i}", "condition": "The user is kind."})
+            for i, (a, b) in enumerate([("meh", "GOOD one"), ("GOOD one", "meh"), ("same", "same"), ("meh", "bah")],
+                                       start=1)]
 
 
 def test_criteria_are_prompt_files():
@@ -128,7 +127,7 @@ def test_mismatched_files_are_errors():
     with pytest.raises(AloeError, match="B: record 1: prompt"):
         matched_items("A", [response("1")], "B", [response("1", prompt="other")])
     (item,) = matched_items("A", [response("1", condition="c")], "B", [response("1", text="s")])
-    assert item.condition == "c" and item.response_b == "s"
+    assert item.context["condition"] == "c" and item.b == "s"
 
 
 def write_responses(path, texts, condition="The user is curious."):

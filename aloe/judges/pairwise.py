@@ -2,7 +2,8 @@
 
 A criterion is a prompt file named `pairwise_<criterion>.txt` beside the shared prompts (quality,
 personalization; a method adds one by adding a file). A template may use any of the fields
-`{prompt}`, `{condition}`, `{response_a}`, `{response_b}`; the verdict format is `[[A]]`/`[[B]]`
+`{prompt}`, `{condition}`, `{response_a}`, `{response_b}` (a method's own pairwise prompt may use
+other fields: it names them in its items' context); the verdict format is `[[A]]`/`[[B]]`
 (`parse_preference`), and a first line holding only the letter is read too, which small judges
 write more often than the brackets.
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import Field
@@ -66,11 +67,13 @@ def parse_choice(text: str) -> Verdict[str]:
 
 @dataclass(frozen=True)
 class PairwiseItem:
+    """Two things to compare (`a`, `b`: responses, or personas for a method's judge) and the other
+    fields the prompt shows (`prompt`, `condition`, ...)."""
+
     id: str
-    prompt: str
-    response_a: str
-    response_b: str
-    condition: str | None = None
+    a: str
+    b: str
+    context: Mapping[str, str | None] = field(default_factory=dict)
 
 
 class PairwiseOrder(Record):
@@ -105,21 +108,27 @@ def outcome_of(orders: Sequence[PairwiseOrder]) -> Outcome:
 
 
 class PairwiseJudge:
-    """Asks one criterion's prompt about many items: both orders of every item in one batch."""
+    """Asks one prompt about many items: both orders of every item in one batch.
 
-    def __init__(self, criterion: str):
-        self.criterion = criterion
-        self.prompt = criterion_prompt(criterion)
+    `criterion` names a shared criterion (`pairwise_<criterion>.txt`); a method's own pairwise judge
+    passes `prompt` instead (e.g. "tailoring/persona_accuracy") and `sides`, the template fields the
+    two compared texts fill (default `response_a`, `response_b`).
+    """
+
+    def __init__(self, criterion: str | None = None, *, prompt: str | None = None,
+                 sides: tuple[str, str] = ("response_a", "response_b")):
+        self.criterion = criterion or prompt
+        self.prompt = prompt or criterion_prompt(criterion)
         self.fields = fields(self.prompt)
+        self.sides = sides
 
     def messages(self, item: PairwiseItem, shown: Sequence[Side]) -> list[Message]:
-        responses = {"a": item.response_a, "b": item.response_b}
-        if "condition" in self.fields and not (item.condition or "").strip():
-            raise AloeError(f"item {item.id}: condition: the {self.criterion} criterion needs one (the persona or "
-                            "system message the tested model was given), and this item has none")
-        values = {"prompt": item.prompt, "condition": item.condition or "",
-                  "response_a": responses[shown[0]], "response_b": responses[shown[1]]}
-        return [{"role": "user", "content": render(self.prompt, **{k: v for k, v in values.items() if k in self.fields})}]
+        texts = {"a": item.a, "b": item.b}
+        values = {**item.context, self.sides[0]: texts[shown[0]], self.sides[1]: texts[shown[1]]}
+        for name in sorted(self.fields):
+            if not (values.get(name) or "").strip():
+                raise AloeError(f"item {item.id}: {name}: empty, and the judge prompt {self.prompt!r} shows it")
+        return [{"role": "user", "content": render(self.prompt, **{name: values[name] for name in self.fields})}]
 
     def judge(self, model: ChatModel, items: Sequence[PairwiseItem], params: SamplingParams,
               previous: Mapping[str, PairwiseJudgement] | None = None) -> list[PairwiseJudgement]:
@@ -129,7 +138,7 @@ class PairwiseJudge:
         orders: dict[str, list[PairwiseOrder | None]] = {}
         asks = []
         for item in items:
-            if item.response_a.strip() == item.response_b.strip():
+            if item.a.strip() == item.b.strip():
                 continue
             old = previous.get(item.id)
             kept = [order if order.verdict is not None else None for order in old.orders] if old else [None, None]
@@ -176,8 +185,8 @@ def matched_items(path_a, responses_a, path_b, responses_b) -> list[PairwiseItem
                             "compare files made for the same items")
         if a.prompt.strip() != b.prompt.strip():
             raise AloeError(f"{path_b}: record {a.id}: prompt: differs from the prompt of the same id in {path_a}")
-        items.append(PairwiseItem(id=a.id, prompt=a.prompt, response_a=a.response, response_b=b.response,
-                                  condition=b.condition or a.condition))
+        items.append(PairwiseItem(id=a.id, a=a.response, b=b.response,
+                                  context={"prompt": a.prompt, "condition": b.condition or a.condition}))
     return items
 
 
