@@ -1,8 +1,8 @@
 """Prompt templates kept as prose files, one per role, with named `{fields}`.
 
-Shared prompts sit beside this module (`preference_judge`); a method's prompts sit in its package's
-`prompts/` folder and are named with the package first (`tailoring/persona_inference` is
-`aloe/tailoring/prompts/persona_inference.txt`).
+Shared prompts (the judges') sit beside this module; a method's prompts sit in its package's
+`prompts/` folder (aloe/interaction/prompts/, ...). A prompt is found by its name alone, so names
+are unique across folders, and a prompt's name and hash do not change when its file moves.
 
 A template is rendered with exactly its named fields: a missing or unexpected field is an error,
 so a prompt and the code that fills it cannot drift apart silently.
@@ -16,28 +16,30 @@ from functools import lru_cache
 from pathlib import Path
 
 PROMPT_DIR = Path(__file__).parent
-PACKAGE_DIR = PROMPT_DIR.parent
 
 
-def prompt_path(name: str) -> Path:
-    package, _, stem = name.rpartition("/")
-    return (PACKAGE_DIR / package / "prompts" if package else PROMPT_DIR) / f"{stem}.txt"
+@lru_cache(maxsize=None)
+def _files() -> dict[str, Path]:
+    # Found by globbing files, not by importing the method packages: the core never imports a method.
+    files: dict[str, Path] = {}
+    for path in sorted([*PROMPT_DIR.glob("*.txt"), *PROMPT_DIR.parent.glob("*/prompts/*.txt")]):
+        if path.stem in files:
+            raise RuntimeError(f"two prompts named {path.stem!r}: {files[path.stem]} and {path}; rename one")
+        files[path.stem] = path
+    return files
 
 
 @lru_cache(maxsize=None)
 def template(name: str) -> str:
-    path = prompt_path(name)
-    if not path.is_file():
+    path = _files().get(name)
+    if path is None:
         known = ", ".join(available())
         raise KeyError(f"no prompt named {name!r}; known prompts: {known}")
     return path.read_text(encoding="utf-8").strip() + "\n"
 
 
 def available() -> list[str]:
-    """Every prompt name: the shared ones, then each method package's as `<package>/<name>`."""
-    shared = sorted(path.stem for path in PROMPT_DIR.glob("*.txt"))
-    methods = sorted(f"{path.parent.parent.name}/{path.stem}" for path in PACKAGE_DIR.glob("*/prompts/*.txt"))
-    return shared + methods
+    return sorted(_files())
 
 
 def fields(name: str) -> set[str]:
