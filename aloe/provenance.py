@@ -32,6 +32,13 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def file_hash(path) -> str:
+    """Short sha256 of a file's bytes: which exact input a stored result was computed from."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def provenance(settings: dict, models: dict | None = None, prompts: list[str] = ()) -> dict:
     """Settings, model descriptions, prompt hashes, package versions, git commit and date."""
     return {

@@ -14,7 +14,6 @@ See docs/evaluation.md.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -22,12 +21,14 @@ from pathlib import Path
 
 from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, role_spec, sampling_params
 from aloe.errors import AloeError
-from aloe.jsonl import read_records, rewrite_jsonl, write_json
+from aloe.jsonl import write_json
 from aloe.judges.pairwise import (
-    PairwiseJudge, PairwiseJudgement, criteria, criterion_prompt, matched_items, needs_condition, win_rate_report,
+    PairwiseJudge, PairwiseJudgement, criteria, criterion_prompt, matched_items, needs_condition, read_judgements,
+    win_rate_report, write_judgements,
 )
 from aloe.models import resolve_spec
-from aloe.provenance import provenance
+from aloe.prompts import prompt_hash
+from aloe.provenance import file_hash, provenance
 from aloe.responses import read_responses
 
 DEFAULT_CRITERIA = ("quality", "personalization")
@@ -47,19 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", nargs="+", default=None, metavar="RESULT",
                         help="print one table of finished result files and stop")
     return parser
-
-
-def file_hash(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def read_previous(path: Path, identity: dict) -> dict[tuple[str, str], PairwiseJudgement]:
-    """Judgements of an earlier run with the same files, judge and prompts (anything else is judged anew)."""
-    if not path.exists():
-        return {}
-    records = read_records(path, PairwiseJudgement, allow_empty=True)
-    return {(record.criterion, record.id): record for record in records
-            if getattr(record, "identity", None) == identity}
 
 
 def table(results: list[tuple[str, dict]]) -> str:
@@ -105,8 +93,9 @@ def main(argv=None):
     output = Path(args.output or Path("results") / "win_rate" / f"{Path(path_a).stem}_vs_{Path(path_b).stem}.json")
     judgements_path = output.with_name(output.stem + ".judgements.jsonl")
     params = sampling_params(args)
-    identity = {"a": file_hash(path_a), "b": file_hash(path_b), "judge": judge_spec, "params": params.as_dict()}
-    previous = {} if args.overwrite else read_previous(judgements_path, identity)
+    identity = {"a": file_hash(path_a), "b": file_hash(path_b), "judge": judge_spec, "params": params.as_dict(),
+                "prompts": {name: prompt_hash(name) for name in prompts}}
+    previous = {} if args.overwrite else read_judgements(judgements_path, identity)
 
     for criterion in args.criteria:
         missing = next((item for item in items
@@ -121,8 +110,7 @@ def main(argv=None):
         pairwise = PairwiseJudge(criterion)
         before = {item.id: previous[(criterion, item.id)] for item in items if (criterion, item.id) in previous}
         judged[criterion] = pairwise.judge(judge, items, params, before)
-    rewrite_jsonl(judgements_path, [{**result.model_dump(mode="json"), "identity": identity}
-                                     for results in judged.values() for result in results])
+    write_judgements(judgements_path, judged, identity)
     report = win_rate_report(judged, args.bootstrap, args.seed)
     settings = {key: value for key, value in vars(args).items() if key != "report"}
     write_json(output, {"a": path_a, "b": path_b, "judge": judge_spec, "items": len(items), **report,

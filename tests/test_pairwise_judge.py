@@ -91,6 +91,8 @@ def test_parse_choice_is_lenient_but_not_loose():
     assert parse_choice("B").value == "B" and parse_choice("Response A.").value == "A"
     assert parse_choice("[[A]] then [[B]]").value is None
     assert parse_choice("A is better than B because").value is None
+    assert parse_choice("The user chose response B.").value == "B"
+    assert parse_choice("Response A is kind but response B is short.").value is None
 
 
 def test_win_rate_arithmetic_by_hand():

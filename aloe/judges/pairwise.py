@@ -1,7 +1,7 @@
 """The pairwise judge: which of two responses to the same prompt is better by one criterion?
 
-A criterion is a prompt file named `pairwise_<criterion>.txt` beside the shared prompts (quality,
-personalization; a method adds one by adding a file). A template may use any of the fields
+A criterion is a prompt file named `pairwise_<criterion>.txt` (quality and personalization beside the
+shared prompts; a method adds one by adding a file to its prompts/ folder). A template may use any of the fields
 `{prompt}`, `{condition}`, `{response_a}`, `{response_b}` (a method's own pairwise prompt may use
 other fields: it names them in its items' context); the verdict format is `[[A]]`/`[[B]]`
 (`parse_preference`), and a first line holding only the letter is read too, which small judges
@@ -26,7 +26,7 @@ from aloe.judges import Verdict, agreement
 from aloe.judges.preference import parse_preference
 from aloe.messages import Message
 from aloe.models.base import ChatModel, SamplingParams
-from aloe.prompts import PROMPT_DIR, fields, render
+from aloe.prompts import available, fields, render
 from aloe.records import Record
 
 PREFIX = "pairwise_"
@@ -34,18 +34,19 @@ Side = Literal["a", "b"]
 ORDERS: tuple[tuple[Side, Side], ...] = (("a", "b"), ("b", "a"))
 Outcome = Literal["a", "b", "tie", "unparsed"]
 
+_NAMED = re.compile(r"\b(?:response|reply|answer|description|option)\s+\(?([AB])\b\)?", re.IGNORECASE)
 _BARE = re.compile(r"^\W*(?:(?:response|reply|answer|verdict)\s*:?\s*)?\(?([AB])\)?\W*$", re.IGNORECASE)
 
 
 def criteria() -> list[str]:
-    """The criteria that have a prompt file (`pairwise_<criterion>.txt`)."""
-    return sorted(path.stem.removeprefix(PREFIX) for path in PROMPT_DIR.glob(f"{PREFIX}*.txt"))
+    """The criteria that have a prompt file (`pairwise_<criterion>.txt`, shared or in a method's prompts/)."""
+    return sorted(name.removeprefix(PREFIX) for name in available() if name.startswith(PREFIX))
 
 
 def criterion_prompt(criterion: str) -> str:
     if criterion not in criteria():
         raise AloeError(f"unknown criterion {criterion!r}: known criteria are {', '.join(criteria())} "
-                        f"(each is a prompt file {PREFIX}<criterion>.txt in {PROMPT_DIR})")
+                        f"(each is a prompt file {PREFIX}<criterion>.txt in aloe/prompts/ or a method's prompts/)")
     return PREFIX + criterion
 
 
@@ -54,7 +55,8 @@ def needs_condition(criterion: str) -> bool:
 
 
 def parse_choice(text: str) -> Verdict[str]:
-    """`[[A]]`/`[[B]]` anywhere; without brackets, a first line holding only the letter ("B", "Response A")."""
+    """`[[A]]`/`[[B]]` anywhere. Without brackets: a first line holding only the letter ("B", "Response A"),
+    else the one letter the text names as "response X" / "description X" (both named: unparsed)."""
     verdict = parse_preference(text)
     if verdict.parsed or "[[" in text:
         return verdict
@@ -62,6 +64,9 @@ def parse_choice(text: str) -> Verdict[str]:
     bare = _BARE.match(first_line)
     if bare:
         return Verdict(bare.group(1).upper(), raw=text)
+    named = {letter.upper() for letter in _NAMED.findall(text)}
+    if len(named) == 1:
+        return Verdict(named.pop(), raw=text)
     return verdict
 
 
@@ -111,7 +116,7 @@ class PairwiseJudge:
     """Asks one prompt about many items: both orders of every item in one batch.
 
     `criterion` names a shared criterion (`pairwise_<criterion>.txt`); a method's own pairwise judge
-    passes `prompt` instead (e.g. "tailoring/persona_accuracy") and `sides`, the template fields the
+    passes `prompt` instead (e.g. "persona_accuracy") and `sides`, the template fields the
     two compared texts fill (default `response_a`, `response_b`).
     """
 
@@ -162,6 +167,31 @@ class PairwiseJudge:
             results.append(PairwiseJudgement(id=item.id, criterion=self.criterion, outcome=outcome_of(done),
                                              orders=done))
         return results
+
+
+# ---------------------------------------------------------------- stored judgements
+
+
+def read_judgements(path, identity: dict) -> dict[tuple[str, str], PairwiseJudgement]:
+    """(criterion, id) -> judgement of an earlier run with the same `identity` (inputs, judge, prompts);
+    judgements of anything else are not reused."""
+    from pathlib import Path
+
+    from aloe.jsonl import read_records
+
+    if not Path(path).exists():
+        return {}
+    records = read_records(path, PairwiseJudgement, allow_empty=True)
+    return {(record.criterion, record.id): record for record in records
+            if getattr(record, "identity", None) == identity}
+
+
+def write_judgements(path, judged: Mapping[str, Sequence[PairwiseJudgement]], identity: dict) -> None:
+    """Every judgement with its raw texts and the run's identity, replacing the file atomically."""
+    from aloe.jsonl import rewrite_jsonl
+
+    rewrite_jsonl(path, [{**result.model_dump(mode="json"), "identity": identity}
+                         for results in judged.values() for result in results])
 
 
 # ---------------------------------------------------------------- two response files, compared

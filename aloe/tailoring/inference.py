@@ -24,18 +24,18 @@ from aloe.errors import RecordError
 from aloe.lockstep import generate_checked
 from aloe.messages import Message
 from aloe.models.base import ChatModel, SamplingParams
-from aloe.prompts import prompt_path, render
+from aloe.prompts import available, render
 from aloe.tailoring.pairs import SIDES, PreferencePair, read_pairs
 
-PROMPT = "tailoring/persona_inference"
-EXEMPLAR = "tailoring/persona_exemplar"
+PROMPT = "persona_inference"
+EXEMPLAR = "persona_exemplar"
 GENERAL = "general"  # the domain of pairs that name none, unless --domain says otherwise
 SHOTS = 5
 MIN_WORDS = 3
 
 
 def instruction_prompt(domain: str) -> str:
-    return f"tailoring/persona_instruction_{domain}"
+    return f"persona_instruction_{domain}"
 
 
 def prompt_names(domains: Sequence[str]) -> list[str]:
@@ -48,13 +48,14 @@ class InferenceSettings:
     """The paper's settings (greedy, 200 tokens, stop at "Prompt:"), plus bounded re-samples."""
 
     max_new_tokens: int = 200
+    temperature: float = 0.0
     max_attempts: int = 3  # the greedy ask plus re-samples of unusable answers
     resample_temperature: float = 0.7
     seed: int = 0
 
     def params(self) -> SamplingParams:
         # Only the first line is kept, so generation may stop at the first line break too.
-        return SamplingParams(temperature=0.0, max_new_tokens=self.max_new_tokens, seed=self.seed,
+        return SamplingParams(temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=self.seed,
                               stop=("Prompt:", "\n"))
 
 
@@ -88,12 +89,12 @@ def check_domains(path, pairs: Sequence[PreferencePair], exemplars: dict[str, li
     """Every pair's domain has an instruction file, and exemplars (its own, or any for the general prompt)."""
     for number, pair in enumerate(pairs, start=1):
         domain = domain_of(pair, default)
-        if not prompt_path(instruction_prompt(domain)).is_file():
-            known = sorted(p.stem.removeprefix("persona_instruction_")
-                           for p in prompt_path(instruction_prompt(GENERAL)).parent.glob("persona_instruction_*.txt"))
+        if instruction_prompt(domain) not in available():
+            known = sorted(name.removeprefix("persona_instruction_") for name in available()
+                           if name.startswith("persona_instruction_"))
             raise RecordError(f"{path}: record {number}: domain: {domain!r} has no persona inference prompt "
                               f"(known: {', '.join(known)}); pass --domain general or add "
-                              f"{prompt_path(instruction_prompt(domain))}")
+                              f"aloe/tailoring/prompts/{instruction_prompt(domain)}.txt")
         if domain != GENERAL and domain not in exemplars:
             raise RecordError(f"{path}: record {number}: domain: {domain!r} has no few-shot exemplars in "
                               f"{fewshot_path}; add five with gold personas")
