@@ -2,6 +2,8 @@
 
     python evaluation/generate_responses.py --model embedded --prompts prompts.jsonl --condition-field system
     python evaluation/generate_responses.py --model embedded --prompts prompts.jsonl --placement none
+    python evaluation/generate_responses.py --model model_output/pt_dpo --pairs test.personas.jsonl \
+        --persona retr-chosen --train-pairs train.personas.jsonl                 # persona tailoring
 
 Each output record keeps prompt, condition and response as separate fields, with the finish reason
 and flags for degenerate outputs (truncated, empty, repeated_ngram, prefix_reattached); nothing is
@@ -21,6 +23,9 @@ from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, existing_ids
 from aloe.models import resolve_spec, short_name
 from aloe.responses import PLACEMENTS, generate_responses, prompt_requests
+from aloe.tailoring.generation import PERSONA_TYPES, persona_requests
+from aloe.tailoring.inference import GENERAL
+from aloe.tailoring.pairs import read_pairs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,11 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(parser)
     parser.set_defaults(temperature=0.0, max_new_tokens=256)
     source = parser.add_argument_group("prompts")
-    source.add_argument("--prompts", required=True, help="JSONL of records with id and prompt")
+    source.add_argument("--prompts", default=None, help="JSONL of records with id and prompt")
     source.add_argument("--condition-field", default=None,
                         help="the field of each record that holds its condition (default: no condition)")
     source.add_argument("--placement", choices=PLACEMENTS, default="system",
                         help="where the condition goes: a system message, a paragraph after the prompt, or nowhere")
+    tailoring = parser.add_argument_group("persona tailoring (instead of --prompts)")
+    tailoring.add_argument("--pairs", default=None, help="test preference pairs (with personas for gold-* types)")
+    tailoring.add_argument("--persona", choices=PERSONA_TYPES, default="none", help="which persona each prompt gets")
+    tailoring.add_argument("--train-pairs", default=None,
+                           help="training pairs with personas: the pool for retr-* and system personas")
+    tailoring.add_argument("--system-persona", default=None, help="the one persona of --persona system")
+    tailoring.add_argument("--embedder", default="embedded", help="sentence embedder for retrieval")
+    tailoring.add_argument("--domain", default=GENERAL, help="the domain of pairs that name none")
     source.add_argument("--limit", type=positive_int, default=None, help="only the first N prompts")
     parser.add_argument("--group-size", type=positive_int, default=64, help="prompts per backend call")
     parser.add_argument("--shard", type=shard_arg, default=None, help="i/n: every n-th prompt starting at i")
@@ -46,9 +59,17 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     resolve_spec(args.model)
-    requests = prompt_requests(args.prompts, args.condition_field, args.placement)
+    if (args.prompts is None) == (args.pairs is None):
+        raise AloeError("give exactly one of --prompts FILE or --pairs FILE")
+    if args.prompts:
+        requests = prompt_requests(args.prompts, args.condition_field, args.placement)
+    else:
+        pairs = read_pairs(args.pairs)[:args.limit]
+        requests = persona_requests(args.pairs, pairs, args.persona, args.placement, args.domain,
+                                    args.train_pairs, args.system_persona, args.embedder)
     requests = take_shard(requests[:args.limit], args.shard)
-    output = shard_path(args.output or Path("runs") / "responses" / f"{short_name(args.model)}.jsonl", args.shard)
+    name = short_name(args.model) + (f".{args.persona}" if args.pairs else "")
+    output = shard_path(args.output or Path("runs") / "responses" / f"{name}.jsonl", args.shard)
     done = set() if args.overwrite else existing_ids(output)
     pending = [request for request in requests if request.id not in done]
     flagged = 0

@@ -119,7 +119,7 @@ def inference_messages(pair: PreferencePair, side: str, exemplars: Sequence[Pref
     return [{"role": "user", "content": prompt}]
 
 
-_LABEL = re.compile(r"^\s*(?:\**\s*persona\s*\**\s*:\s*)+", re.IGNORECASE)
+_LABEL = re.compile(r"^\s*(?:\**\s*persona\s*\**\s*:\s*\**\s*)+", re.IGNORECASE)
 
 
 def parse_persona(text: str) -> tuple[str | None, str | None]:
