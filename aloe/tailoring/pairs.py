@@ -3,7 +3,8 @@ the persona that explains each side.
 
 Readers take JSONL, JSON (an array), CSV and Parquet files, a Hugging Face dataset by name when the
 hub is reachable, and ALOE conversation files (each turn's preferred/rejected replies, with the
-chat before it as the prompt). The persona-tailoring authors' columns map onto the schema:
+chat before it as the prompt). The record is the core `aloe.records.PreferencePair` (training reads it too). The persona-tailoring
+authors' columns map onto it:
 `chosen_persona_gold`/`rejected_persona_gold` are `chosen_persona`/`rejected_persona`, and their
 retrieved personas keep the names `chosen_persona_retr`/`rejected_persona_retr`. A record without an
 id gets one from its position and content.
@@ -12,16 +13,15 @@ id gets one from its position and content.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from aloe.errors import RecordError
 from aloe.messages import Message, format_transcript
-from aloe.records import Conversation, Record
+from aloe.records import Conversation, PreferencePair, content_id
 
 SIDES = ("chosen", "rejected")
 DOMAINS = ("safety_qa", "community_qa", "assistant_dialogue", "mnemonics")  # the shipped data's domains
@@ -32,41 +32,9 @@ DOMAIN_ALIASES = {"BeaverTails": "safety_qa", "SHP": "community_qa", "HHH": "ass
 AUTHOR_COLUMNS = {"chosen_persona_gold": "chosen_persona", "rejected_persona_gold": "rejected_persona"}
 
 
-class PreferencePair(Record):
-    """One preference pair. Personas are None until inference has run (or failed, with a reason)."""
-
-    id: str = Field(min_length=1)
-    prompt: str
-    chosen: str
-    rejected: str
-    domain: str | None = None
-    chosen_persona: str | None = None
-    rejected_persona: str | None = None
-    chosen_persona_raw: str | None = None  # the inferring model's text, kept for re-parsing
-    rejected_persona_raw: str | None = None
-    chosen_persona_reason: str | None = None  # why chosen_persona is None after inference
-    rejected_persona_reason: str | None = None
-    chosen_persona_retr: str | None = None  # a retrieved persona, as the authors' files carry it
-    rejected_persona_retr: str | None = None
-    history: list[dict[str, str]] | None = None  # ALOE pairs: the chat before the turn, as messages
-
-    @field_validator("prompt", "chosen", "rejected")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
-
-    def persona(self, side: str) -> str | None:
-        return getattr(self, f"{side}_persona")
-
-    def response(self, side: str) -> str:
-        return getattr(self, side)
-
-
 def pair_id(position: int, prompt: str, chosen: str, rejected: str) -> str:
-    digest = hashlib.sha1(json.dumps([prompt, chosen, rejected]).encode()).hexdigest()[:10]
-    return f"pair-{position:05d}-{digest}"
+    """An id from position and content: identical rows of a released file stay distinct."""
+    return content_id(f"pair-{position:05d}-", prompt, chosen, rejected)
 
 
 def _validate(data: Any, where: str, position: int, domain: str | None) -> PreferencePair:
