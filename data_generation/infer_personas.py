@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the prompt for pairs that name no domain (default: general)")
     source.add_argument("--fewshot", default=str(DATA / "fewshot.jsonl"),
                         help="few-shot exemplars with gold personas, five per domain")
+    source.add_argument("--shots", type=positive_int, default=DEFAULTS.shots,
+                        help=f"exemplars per prompt (default: {DEFAULTS.shots}, the paper's; fewer for quick runs)")
     source.add_argument("--limit", type=positive_int, default=None, help="only the first N pairs")
     parser.add_argument("--max-attempts", type=positive_int, default=DEFAULTS.max_attempts,
                         help="asks per persona: the greedy one, then re-samples of unusable answers")
@@ -69,7 +71,8 @@ def main(argv=None):
     exemplars = read_exemplars(args.fewshot)
     check_domains(source, pairs, exemplars, args.domain, args.fewshot)
     settings = InferenceSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, max_attempts=args.max_attempts,
-                                 resample_temperature=args.resample_temperature, seed=args.seed)
+                                 resample_temperature=args.resample_temperature, seed=args.seed,
+                                 shots=args.shots)
 
     output = shard_path(args.output, args.shard)
     done = {} if args.overwrite or not output.exists() else {pair.id: pair for pair in read_pairs(output, allow_empty=True)}

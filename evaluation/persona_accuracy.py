@@ -12,11 +12,13 @@ A re-run asks again only about unparsed orders. See docs/tailoring.md.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params
+from aloe.errors import AloeError
 from aloe.judges.pairwise import read_judgements, write_judgements
 from aloe.jsonl import write_json
 from aloe.models import resolve_spec
@@ -34,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_model_args(parser, roles=("judge",))
     parser.set_defaults(temperature=0.0, max_new_tokens=128)
-    parser.add_argument("--pairs", required=True, help="pairs with personas (infer_personas.py output)")
+    parser.add_argument("--pairs", default=None, help="pairs with personas (infer_personas.py output)")
     parser.add_argument("--domain", default=GENERAL, help="the domain of pairs that name none")
     parser.add_argument("--preferences", action="store_true", help="also judge which of P_C and P_R is the better persona")
     parser.add_argument("--saliency", action="store_true", help="also compute word saliency of the personas")
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples for the 95%% intervals")
     parser.add_argument("--output", default=None, help="result JSON (default: results/tailoring/<pairs>.accuracy.json)")
     parser.add_argument("--overwrite", action="store_true", help="judge everything again instead of resuming")
+    parser.add_argument("--report", default=None, metavar="RESULT", help="print the table of a finished result and stop")
     return parser
 
 
@@ -50,9 +53,31 @@ def pct(value) -> str:
     return "n/a" if value is None else f"{value * 100:.1f}%"
 
 
+def ci(interval) -> str:
+    return "" if interval is None else f" [{interval[0] * 100:.0f}, {interval[1] * 100:.0f}]"
+
+
+def report_table(result: dict) -> str:
+    lines = ["| domain | persona | accuracy % (95% CI) | unparsed | counting unparsed as wrong |", "|---|---|---|---|---|"]
+    for domain, sides in result["accuracy"].items():
+        for side, m in sides.items():
+            lines.append(f"| {domain} | {side} | {pct(m['accuracy'])}{ci(m['accuracy_ci'])} | {m['unparsed']} of "
+                         f"{m['items']} | {pct(m['accuracy_unparsed_wrong'])} |")
+    return "\n".join(lines)
+
+
 @cli_main
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.report:
+        try:
+            result = json.loads(Path(args.report).read_text(encoding="utf-8"))
+            print(report_table(result))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise AloeError(f"{args.report}: accuracy: not a persona accuracy result ({exc.__class__.__name__})") from None
+        return
+    if args.pairs is None:
+        raise AloeError("--pairs is required (or --report RESULT)")
     started = time.perf_counter()
     judge_spec = role_spec(args, "judge")
     resolve_spec(judge_spec)

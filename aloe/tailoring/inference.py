@@ -52,6 +52,7 @@ class InferenceSettings:
     max_attempts: int = 3  # the greedy ask plus re-samples of unusable answers
     resample_temperature: float = 0.7
     seed: int = 0
+    shots: int = SHOTS  # exemplars per prompt; fewer make toy runs faster (the prompt is mostly exemplars)
 
     def params(self) -> SamplingParams:
         # Only the first line is kept, so generation may stop at the first line break too.
@@ -71,13 +72,13 @@ def read_exemplars(path: str | Path) -> dict[str, list[PreferencePair]]:
     return exemplars
 
 
-def exemplars_for(exemplars: dict[str, list[PreferencePair]], domain: str) -> list[PreferencePair]:
-    """A domain's first five exemplars; the general prompt takes them round-robin across domains."""
+def exemplars_for(exemplars: dict[str, list[PreferencePair]], domain: str, shots: int = SHOTS) -> list[PreferencePair]:
+    """A domain's first `shots` exemplars; the general prompt takes them round-robin across domains."""
     if domain in exemplars:
-        return exemplars[domain][:SHOTS]
+        return exemplars[domain][:shots]
     pools = [exemplars[name] for name in sorted(exemplars)]
     mixed = [pool[i] for i in range(max(map(len, pools), default=0)) for pool in pools if i < len(pool)]
-    return mixed[:SHOTS]
+    return mixed[:shots]
 
 
 def domain_of(pair: PreferencePair, default: str) -> str:
@@ -138,7 +139,7 @@ def infer_personas(model: ChatModel, pairs: Sequence[PreferencePair], exemplars:
                    default_domain: str = GENERAL, settings: InferenceSettings = InferenceSettings()) -> list[PreferencePair]:
     """Copies of `pairs` with chosen/rejected personas, their raw texts, and reasons where none was usable."""
     asks = [(pair, side) for pair in pairs for side in SIDES]
-    prompts = [inference_messages(pair, side, exemplars_for(exemplars, domain_of(pair, default_domain)),
+    prompts = [inference_messages(pair, side, exemplars_for(exemplars, domain_of(pair, default_domain), settings.shots),
                                   domain_of(pair, default_domain)) for pair, side in asks]
     params = settings.params()
     outcomes = generate_checked(model, prompts, params, parse_persona, max_attempts=1)
