@@ -1,5 +1,7 @@
 """What every stage script shares: model and sampling flags, sharding, and error handling.
 
+(The file names a run writes, shard files included, are aloe/runs.py's.)
+
 Each script defines `main(argv=None)` decorated with `@cli_main`, so tests call it in-process and a
 user sees one line and a non-zero exit for any error they can fix.
 """
@@ -139,10 +141,11 @@ def add_model_args(parser: argparse.ArgumentParser, roles: Sequence[str] = (), d
     group.add_argument("--batch-size", type=positive_int, default=8, help="local models: conversations per generate call")
     group.add_argument("--concurrency", type=positive_int, default=8, help="API models: requests in flight at once")
     add_dtype_arg(group)
-    group.add_argument("--max-new-tokens", type=positive_int, default=256)
-    group.add_argument("--temperature", type=float, default=0.7)
-    group.add_argument("--top-p", type=float, default=1.0)
-    group.add_argument("--seed", type=int, default=0)
+    sampling = SamplingParams()  # the one home of the sampling defaults
+    group.add_argument("--max-new-tokens", type=positive_int, default=sampling.max_new_tokens)
+    group.add_argument("--temperature", type=float, default=sampling.temperature)
+    group.add_argument("--top-p", type=float, default=sampling.top_p)
+    group.add_argument("--seed", type=int, default=sampling.seed)
     group.add_argument("--cache", default=None, help="response cache file (default: responses.sqlite beside --output)")
     group.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
 
@@ -213,14 +216,6 @@ def shard_arg(text: str) -> tuple[int, int]:
     if count < 1 or not 0 <= index < count:
         raise argparse.ArgumentTypeError(f"need 0 <= i < n, got {text!r}")
     return index, count
-
-
-def shard_path(output: str | Path, shard: tuple[int, int] | None) -> Path:
-    """Where worker i of n writes: runs/x.jsonl -> runs/x.shard-i-of-n.jsonl (its merge step finds it there)."""
-    output = Path(output)
-    if shard is None:
-        return output
-    return output.with_name(f"{output.stem}.shard-{shard[0]}-of-{shard[1]}{output.suffix}")
 
 
 def take_shard(items: Sequence[T], shard: tuple[int, int] | None) -> list[T]:

@@ -62,9 +62,20 @@ def _is_truncated(line: str) -> bool:
     return False
 
 
-def read_records(path, schema: type[T], from_string=None, *, allow_empty: bool = False) -> list[T]:
-    """All records of a file; an empty file is an error unless `allow_empty`."""
+def read_records(path, schema: type[T], from_string=None, *, allow_empty: bool = False,
+                 unique_ids: bool = False) -> list[T]:
+    """All records of a file; an empty file is an error unless `allow_empty`.
+
+    With `unique_ids` an id that appears twice is an error naming both records, so a file that was
+    appended to twice is never counted twice.
+    """
     records = list(iter_records(path, schema, from_string))
+    if unique_ids:
+        seen: dict[str, int] = {}
+        for number, record in enumerate(records, start=1):
+            if record.id in seen:
+                raise RecordError(f"{path}: id: {record.id!r} appears twice (records {seen[record.id]} and {number})")
+            seen[record.id] = number
     if not records and not allow_empty:
         raise RecordError(f"{path}: no records")
     return records

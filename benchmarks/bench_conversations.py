@@ -17,21 +17,19 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from aloe.cli import add_dtype_arg, sampling_params
-from aloe.interaction.conversations import ConversationGenerator, GenerationSettings, RoleModels, pair_personas
-from aloe.interaction.personas import load_pool
+from aloe.cli import add_dtype_arg
+from aloe.interaction.conversations import ROLES, ConversationGenerator, GenerationSettings
+from aloe.interaction.personas import load_pool, pair_personas
+from aloe.lockstep import Roles
 from aloe.models import ModelOptions, load_model
-from aloe.models.base import ChatModel
+from aloe.models.base import ChatModel, SamplingParams
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "data_generation"))
-from generate_conversations import build_parser  # noqa: E402  the stage's defaults
 
 
 class Counting(ChatModel):
@@ -52,7 +50,7 @@ class Counting(ChatModel):
 def run(model, pairs, params, settings, batch_size, one_at_a_time):
     model.batch_size = batch_size
     counting = Counting(model)
-    generator = ConversationGenerator(RoleModels(counting, counting, counting, counting), params, settings)
+    generator = ConversationGenerator(Roles.fill(ROLES, counting), params, settings)
     finished, failed = [], []
     started = time.perf_counter()
     for group in ([[pair] for pair in pairs] if one_at_a_time else [pairs]):
@@ -81,8 +79,8 @@ def main(argv=None):
     pairs = pair_personas(load_pool(args.profiles), load_pool(args.personalities),
                           args.conversations, seed=0)
     model = load_model(args.model, ModelOptions(batch_size=args.batch_size, dtype=args.dtype))
-    stage = build_parser().parse_args(["--profiles", args.profiles, "--personalities", args.personalities])
-    params = sampling_params(stage, max_new_tokens=args.max_new_tokens or stage.max_new_tokens)  # the stage's
+    params = SamplingParams()  # the stage's defaults (its --temperature, --max-new-tokens, ... come from here)
+    params = params.replace(max_new_tokens=args.max_new_tokens or params.max_new_tokens)
     args.max_new_tokens = params.max_new_tokens
     settings = GenerationSettings(turns=args.turns, max_attempts=1)
     run(model, pairs[:1], params, GenerationSettings(turns=1, max_attempts=1), 1, True)  # warm-up

@@ -66,24 +66,23 @@ def main(argv=None) -> int:
     add_dtype_arg(parser)
     args = parser.parse_args(argv)
 
-    from aloe.interaction.evaluation import AloeEvaluation, RoleModels, ordered_pairs
-    from aloe.interaction.personas import load_pool
-    from aloe.models import ModelOptions, load_model
+    from aloe.interaction.evaluation import AloeEvaluation, EvaluationSettings
+    from aloe.interaction.personas import load_pool, ordered_pairs
+    from aloe.lockstep import Roles
+    from aloe.models import ModelOptions, SamplingParams, load_model
 
     datasets = os.path.join(ROOT, "datasets", "aloe_eval")
     pairs = ordered_pairs(load_pool(os.path.join(datasets, "profiles.jsonl")),
                           load_pool(os.path.join(datasets, "personalities.jsonl")))[:args.conversations]
     model = load_model(args.model, ModelOptions(batch_size=args.batch_size, dtype=args.dtype))
-    sys.path.insert(0, os.path.join(ROOT, "evaluation"))
-    from eval_aloe import build_parser, role_params
-
-    params = role_params(build_parser().parse_args([]))  # eval_aloe.py's defaults
+    stage = EvaluationSettings()  # eval_aloe.py's defaults
+    params = stage.role_params(SamplingParams(max_new_tokens=stage.max_new_tokens))
     model.generate([[{"role": "user", "content": "hi"}]], params.judge.replace(max_new_tokens=4))  # warm-up
 
     def timed(group: list, batch_size: int) -> tuple[float, list[float], int]:
         model.batch_size = batch_size
         clock = TurnClock(model)
-        engine = AloeEvaluation(RoleModels(model=model, user=clock, judge=model), params, args.turns, "bench")
+        engine = AloeEvaluation(Roles(model=model, user=clock, judge=model), params, args.turns, "bench")
         records = []
         started = time.perf_counter()
         engine.run(group, records.append, group_size=len(group))

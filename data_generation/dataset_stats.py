@@ -119,7 +119,7 @@ def main(argv=None):
     parser.add_argument("--output", default=None, help="stats JSON (default: <input stem>.stats.json); the PNG sits beside it")
     args = parser.parse_args(argv)
     source = Path(args.input)
-    conversations = read_records(source, Conversation)
+    conversations = read_records(source, Conversation, unique_ids=True)
     stats = {"input": str(source), **compute_stats(conversations)}
     output = Path(args.output) if args.output else source.with_name(f"{source.stem}.stats.json")
     write_json(output, stats)

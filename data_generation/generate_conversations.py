@@ -10,45 +10,40 @@ in <output stem>.failures.jsonl. See docs/data_generation.md.
 
 from __future__ import annotations
 
-import datetime as dt
-import logging
 import sys
 import time
-from pathlib import Path
 
-from aloe.cli import (
-    ArgumentParser, add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params, shard_arg,
-    shard_path, take_shard,
-)
-from aloe.interaction.conversations import (
-    CONTINUE_RULES, PROMPTS, ROLES, ConversationGenerator, GenerationSettings, RoleModels,
-    pair_personas,
-)
+from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params, shard_arg, take_shard
 from aloe.errors import AloeError
+from aloe.interaction.conversations import (
+    CONTINUE_RULES, PROMPTS, ROLES, ConversationGenerator, GenerationSettings, generate_conversations,
+)
+from aloe.interaction.personas import load_pool, pair_personas
 from aloe.judges.preference import ON_TIE_RULES
-from aloe.jsonl import JsonlWriter, existing_ids, read_records, rewrite_jsonl, write_json
-from aloe.interaction.personas import load_pool
+from aloe.lockstep import Roles
 from aloe.provenance import provenance
-from aloe.records import Conversation
+from aloe.runs import RunFiles
 
-log = logging.getLogger("generate_conversations")
+DEFAULTS = GenerationSettings()
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profiles", required=True, help="profile pool (JSONL of persona records or bare strings)")
     parser.add_argument("--personalities", required=True, help="personality pool (same formats)")
-    parser.add_argument("--num-conversations", type=positive_int, default=10,
+    parser.add_argument("--num-conversations", type=positive_int, default=DEFAULTS.num_conversations,
                         help="distinct (profile, personality) pairs to generate (paper: 3000)")
-    parser.add_argument("--turns", type=positive_int, default=10, help="turns per conversation (paper: 10)")
-    parser.add_argument("--continue", dest="continue_rule", choices=CONTINUE_RULES, default="random",
+    parser.add_argument("--turns", type=positive_int, default=DEFAULTS.turns, help="turns per conversation (paper: 10)")
+    parser.add_argument("--continue", dest="continue_rule", choices=CONTINUE_RULES, default=DEFAULTS.continue_rule,
                         help="which reply the conversation continues with (paper: random)")
-    parser.add_argument("--on-tie", choices=ON_TIE_RULES, default="hinted",
+    parser.add_argument("--on-tie", choices=ON_TIE_RULES, default=DEFAULTS.on_tie,
                         help="when the two judge orders disagree or give no verdict: prefer the hinted reply, "
                              "end the conversation there (skip), or pick at random")
-    parser.add_argument("--max-attempts", type=positive_int, default=2,
+    parser.add_argument("--judge-temperature", type=float, default=DEFAULTS.judge_temperature,
+                        help="the preference judge's temperature (default: greedy; the other roles use --temperature)")
+    parser.add_argument("--max-attempts", type=positive_int, default=DEFAULTS.max_attempts,
                         help="samples per step before an empty message fails a conversation or a verdict stays unparsed")
-    parser.add_argument("--group-size", type=positive_int, default=64,
+    parser.add_argument("--group-size", type=positive_int, default=DEFAULTS.group_size,
                         help="conversations advanced together in lockstep; each group is written when it finishes")
     parser.add_argument("--shard", type=shard_arg, default=None,
                         help="i/n: generate only every n-th pair starting at i, into <output>.shard-i-of-n.jsonl")
@@ -58,107 +53,37 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def sidecar(output: Path, name: str) -> Path:
-    """A file beside the output named after it: conversations.jsonl -> conversations.<name>."""
-    return output.with_name(f"{output.stem}.{name}")
-
-
-def generate_groups(generator: ConversationGenerator, pending: list, group_size: int, output: Path,
-                    failures_path: Path) -> tuple[int, int, str]:
-    """Run the pairs in lockstep groups, appending each finished conversation and each failure as it
-    comes. Returns (written, failed, first failure reason)."""
-    written = failed = 0
-    first_failure = ""
-    try:
-        with JsonlWriter(output) as writer, JsonlWriter(failures_path, overwrite=True) as failures:
-
-            def finish(conversation):
-                nonlocal written
-                writer.write(conversation)
-                written += 1
-
-            def fail(pair, turn_index, reason):
-                nonlocal failed, first_failure
-                failures.write({"id": pair.id, "profile_id": pair.profile.id, "personality_id": pair.personality.id,
-                                "turn": turn_index + 1, "reason": reason,
-                                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-                failed += 1
-                first_failure = first_failure or reason
-
-            for start in range(0, len(pending), group_size):
-                group = pending[start:start + group_size]
-                try:
-                    generator.run(group, finish, fail)
-                except AloeError as exc:
-                    raise AloeError(f"{exc} ({written} finished conversations are saved in {output}; "
-                                    "re-run the same command to resume)") from None
-                log.info("group %d-%d done: %d written, %d failed so far", start + 1, start + len(group), written, failed)
-    finally:
-        if failures_path.exists() and failures_path.stat().st_size == 0:
-            failures_path.unlink()  # no failures this run (or it was interrupted before any)
-    return written, failed, first_failure
-
-
 @cli_main
 def main(argv=None):
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
-    output = shard_path(Path(args.output), args.shard)
-    if args.shard is not None and args.cache is None:
-        # One cache per worker: shards on one machine never wait on each other's SQLite lock.
-        args.cache = str(sidecar(output, "responses.sqlite"))
-    settings = GenerationSettings(turns=args.turns, continue_rule=args.continue_rule, on_tie=args.on_tie,
-                                  seed=args.seed, max_attempts=args.max_attempts)
+    run = RunFiles(args.output, args.shard)
+    args.cache = str(run.cache(args.cache)) if args.shard else args.cache
+    settings = GenerationSettings(
+        num_conversations=args.num_conversations, turns=args.turns, continue_rule=args.continue_rule,
+        on_tie=args.on_tie, seed=args.seed, max_attempts=args.max_attempts,
+        judge_temperature=args.judge_temperature, group_size=args.group_size)
+    pairs = take_shard(pair_personas(load_pool(args.profiles), load_pool(args.personalities),
+                                     args.num_conversations, args.seed), args.shard)
 
-    profiles = load_pool(args.profiles)
-    personalities = load_pool(args.personalities)
-    pairs = take_shard(pair_personas(profiles, personalities, args.num_conversations, args.seed), args.shard)
-    if args.overwrite and output.exists():
-        output.unlink()
-    # Read once: the finished ids are what resuming skips, the records what re-judging looks at.
-    stored = read_records(output, Conversation, allow_empty=True) if output.exists() else []
-    done = {conversation.id for conversation in stored}
-    failures_path = sidecar(output, "failures.jsonl")
-    previously_failed = existing_ids(failures_path)
-    pending = [pair for pair in pairs if pair.id not in done]
-    retrying = sum(pair.id in previously_failed for pair in pending)
-    log.info("%d conversations: %d already in %s, %d to generate (%d retried after failing before)",
-             len(pairs), len(pairs) - len(pending), output, len(pending), retrying)
+    def load_generator() -> ConversationGenerator:
+        pool = model_pool(args, run.main)
+        models = Roles(**{role: pool.get(role_spec(args, role)) for role in ROLES})
+        return ConversationGenerator(models, sampling_params(args), settings)
 
-    # DESIGN: an order the judge left without a verdict is asked again on the next run (same judge and rules).
-    covered = {pair.id for pair in pairs}
-    unparsed = [conversation for conversation in stored if conversation.id in covered
-                and conversation.meta.get("models", {}).get("judge") == role_spec(args, "judge")
-                and conversation.meta.get("on_tie") == args.on_tie
-                and any(turn.verdict_missing for turn in conversation.conversations)]
+    def provenance_of(generator: ConversationGenerator) -> dict:
+        return provenance(settings=vars(args), models={role: model.describe() for role, model in generator.models.items()},
+                          prompts=list(PROMPTS))
 
-    written = failed = 0
-    first_failure = ""
-    if pending or unparsed:
-        pool = model_pool(args, output)
-        specs = {role: role_spec(args, role) for role in ROLES}
-        models = RoleModels(**{role: pool.get(spec) for role, spec in specs.items()})
-        generator = ConversationGenerator(models, sampling_params(args), settings)
-    if unparsed:
-        changed = generator.rejudge(unparsed)
-        rewrite_jsonl(output, stored)
-        still = sum(turn.verdict_missing for conversation in unparsed for turn in conversation.conversations)
-        log.info("asked the judge again about %d conversations with unparsed verdicts: %d turns still unparsed "
-                 "(%d conversations rewritten in %s)", len(unparsed), still, len(changed), output)
-    if pending:
-        write_json(sidecar(output, "provenance.json"), provenance(
-            settings=vars(args),
-            models={role: getattr(models, role).describe() for role in ROLES},
-            prompts=list(PROMPTS),
-        ))
-        written, failed, first_failure = generate_groups(generator, pending, args.group_size, output, failures_path)
-    elapsed = time.perf_counter() - started
-    print(f"wrote {written} conversations to {output} ({len(pairs) - len(pending)} already there, "
-          f"{failed} failed) in {elapsed:.1f}s")
-    if failed:
-        raise AloeError(f"{failed} conversations failed (first: {first_failure}); they are listed in {failures_path}; "
-                        "re-run the same command to retry them (with a higher --max-attempts if a model gave empty "
-                        "output: the response cache replays the samples already drawn)")
+    with run.lock():
+        report = generate_conversations(run, pairs, settings, load_generator, role_spec(args, "judge"), provenance_of,
+                                        args.overwrite)
+    print(f"wrote {report.written} conversations to {run.main} ({report.already} already there, "
+          f"{report.failed} failed) in {time.perf_counter() - started:.1f}s")
+    if report.failed:
+        raise AloeError(f"{report.failed} conversations failed (first: {report.first_failure}); they are listed in "
+                        f"{run.failures}; re-run the same command to retry them (with a higher --max-attempts if a "
+                        "model gave empty output: the response cache replays the samples already drawn)")
 
 
 if __name__ == "__main__":

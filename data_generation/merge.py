@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -16,14 +15,7 @@ from aloe.cli import ArgumentParser, cli_main
 from aloe.errors import RecordError
 from aloe.jsonl import iter_records, merge_jsonl
 from aloe.records import Conversation
-
-
-def shard_files(output: Path) -> list[Path]:
-    """The shard files generate_conversations.py writes for `output`, in shard order."""
-    pattern = re.compile(re.escape(output.stem) + r"\.shard-(\d+)-of-(\d+)" + re.escape(output.suffix) + "$")
-    found = [(int(m.group(2)), int(m.group(1)), path) for path in output.parent.glob(f"{output.stem}.shard-*")
-             if (m := pattern.match(path.name))]
-    return [path for _, _, path in sorted(found)]
+from aloe.runs import RunFiles
 
 
 def check_inputs(paths: list[Path]) -> None:
@@ -45,14 +37,15 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="merged file (overwritten)")
     args = parser.parse_args(argv)
     output = Path(args.output)
-    inputs = [Path(p) for p in args.inputs] or shard_files(output)
+    inputs = [Path(p) for p in args.inputs] or [path for _, path in RunFiles(output).shard_files()]
     if not inputs:
         raise RecordError(f"no input files given and no {output.stem}.shard-*-of-*{output.suffix} files "
                           f"beside {output}")
     if output.resolve() in {path.resolve() for path in inputs}:
         raise RecordError(f"{output}: the output is also an input; write the merge to a new file")
     check_inputs(inputs)
-    kept, dropped = merge_jsonl(inputs, output)
+    with RunFiles(output).lock():
+        kept, dropped = merge_jsonl(inputs, output)
     print(f"merged {len(inputs)} files into {output}: {kept} conversations, {dropped} duplicates dropped")
 
 

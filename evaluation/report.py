@@ -9,28 +9,13 @@ it with the same name and .png. See docs/evaluation.md.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from aloe.interaction.evaluation import plot_levels
+from aloe.interaction.results import AloeResult, plot_levels, read_result
 from aloe.cli import ArgumentParser, cli_main
-from aloe.errors import AloeError
 
 COLUMNS = ("model", "conversations", "turns", "AL(1)", "AL(K)", "mean AL", "IR", "N-IR", "R²", "parse rate")
-
-
-def load_result(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise AloeError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise AloeError(f"{path}: not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict) or data.get("benchmark") != "aloe" or "metrics" not in data:
-        raise AloeError(f"{path}: not an ALOE result (expected the JSON written by evaluation/eval_aloe.py)")
-    return data
 
 
 def _num(value, fmt: str = "{:.2f}") -> str:
@@ -45,22 +30,22 @@ def _with_ci(value, interval, fmt: str = "{:.2f}") -> str:
     return f"{_num(value, fmt)} [{_num(interval[0], fmt)}, {_num(interval[1], fmt)}]"
 
 
-def table(results: list[dict]) -> str:
+def table(results: list[AloeResult]) -> str:
     """The comparison as Markdown; values carry their 95% bootstrap intervals in brackets."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for result in results:
-        m = result["metrics"]
+        m = result.metrics
         first, last = m["per_turn"][0], m["per_turn"][-1]
         rate = m["parse_rate"]
         cells = [
-            result["name"], str(m["conversations"]), str(m["turns"]),
+            result.name, str(m["conversations"]), str(m["turns"]),
             _with_ci(first["al"], first["al_ci"]), _with_ci(last["al"], last["al_ci"]),
             _with_ci(m["mean_al"], m["mean_al_ci"]), _with_ci(m["ir"], m["ir_ci"], "{:+.3f}"),
             _with_ci(m["n_ir"], m["n_ir_ci"], "{:+.3f}"), _num(m["r2"]),
             "n/a" if rate is None else f"{rate:.0%} ({m['parsed']}/{m['parsed'] + m['unparsed']})",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    judges = sorted({f"user {r['models']['user']}, judge {r['models']['judge']}" for r in results})
+    judges = sorted({f"user {r.models['user']}, judge {r.models['judge']}" for r in results})
     notes = [f"Simulator and judge: {'; '.join(judges)}." if len(judges) == 1 else
              f"Warning: the results used different simulators or judges ({'; '.join(judges)}), so they do not compare."]
     notes.append("Brackets: 95% bootstrap intervals over conversations. IR and N-IR are per turn.")
@@ -74,17 +59,17 @@ def main(argv=None):
     parser.add_argument("--output", default="results/aloe/report.md",
                         help="Markdown table path; the plot is written beside it as .png")
     args = parser.parse_args(argv)
-    results = [load_result(path) for path in args.results]
-    names = [result["name"] for result in results]
+    results = [read_result(path) for path in args.results]
+    names = [result.name for result in results]
     if len(set(names)) != len(names):
         # Same stem from different folders (e.g. shards of two runs): tell them apart by path.
         for result, path in zip(results, args.results):
-            result["name"] = str(Path(path).with_suffix(""))
+            result.name = str(Path(path).with_suffix(""))
     markdown = table(results)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(markdown, encoding="utf-8")
-    plot = plot_levels([(result["name"], result["metrics"]) for result in results], output.with_suffix(".png"))
+    plot = plot_levels([(result.name, result.metrics) for result in results], output.with_suffix(".png"))
     print(markdown)
     print(f"wrote {output} and {plot}")
 

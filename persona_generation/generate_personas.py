@@ -11,23 +11,21 @@ resumes toward --target; --overwrite starts over. See docs/persona_generation.md
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import sys
 import time
 from pathlib import Path
 
 from aloe.cli import (
-    ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params, shard_arg, shard_path,
+    ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params, shard_arg,
 )
-from aloe.sentence_embeddings import NoveltyFilter, load_embedder
 from aloe.errors import AloeError
-from aloe.jsonl import JsonlWriter, write_json
-from aloe.interaction.personas import KINDS, GrowthSettings, PoolGrowth, load_pool
+from aloe.interaction.personas import KINDS, GrowthSettings, grow_pool, load_pool
 from aloe.provenance import provenance
+from aloe.runs import RunFiles
 
-log = logging.getLogger("generate_personas")
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = GrowthSettings()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,17 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", type=positive_int, required=True,
                         help="pool size to reach, seeds included (paper: 331 profiles, 71 personalities)")
     parser.add_argument("--output", default=None, help="pool file to write (default: runs/personas/<kind>s.jsonl)")
-    parser.add_argument("--examples-per-prompt", type=positive_int, default=5,
+    parser.add_argument("--examples-per-prompt", type=positive_int, default=DEFAULTS.examples_per_prompt,
                         help="pool personas shown in each request (paper: 5)")
-    parser.add_argument("--per-request", type=positive_int, default=20, help="new personas asked for per request (paper: 20)")
-    parser.add_argument("--requests-per-round", type=positive_int, default=2,
+    parser.add_argument("--per-request", type=positive_int, default=DEFAULTS.per_request, help="new personas asked for per request (paper: 20)")
+    parser.add_argument("--requests-per-round", type=positive_int, default=DEFAULTS.requests_per_round,
                         help="requests sent together as one batch per round; the default suits a CPU demo, "
                              "raise it for API/vLLM models (e.g. 32)")
-    parser.add_argument("--max-rounds", type=positive_int, default=3,
+    parser.add_argument("--max-rounds", type=positive_int, default=DEFAULTS.max_rounds,
                         help="rounds this run may take before it stops short of --target (a re-run continues)")
-    parser.add_argument("--threshold", type=float, default=0.6,
+    parser.add_argument("--threshold", type=float, default=DEFAULTS.threshold,
                         help="keep a candidate iff its max cosine similarity to the pool is at most this (paper: 0.6)")
-    parser.add_argument("--embedder", default="embedded",
+    parser.add_argument("--embedder", default=DEFAULTS.embedder,
                         help="sentence embedder: 'embedded' (all-MiniLM-L6-v2 from its wheel) or a sentence-transformers path")
     parser.add_argument("--min-words", type=positive_int, default=None, help="drop shorter candidates (default: per kind)")
     parser.add_argument("--max-words", type=positive_int, default=None, help="drop longer candidates (default: per kind)")
@@ -57,14 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "of the target; join them with persona_generation/merge_pools.py")
     parser.add_argument("--overwrite", action="store_true", help="start the output over instead of resuming")
     add_model_args(parser)
-    parser.set_defaults(temperature=0.8, max_new_tokens=None)
+    parser.set_defaults(temperature=DEFAULTS.temperature, max_new_tokens=None)
     parser.description += (" (--max-new-tokens defaults to --per-request x 120 tokens for profiles, x 90 for "
                            "personalities; --temperature to 0.8, the paper's)")
     return parser
-
-
-def sidecar(output: Path, name: str) -> Path:
-    return output.with_name(f"{output.stem}.{name}.json")
 
 
 def find_seeds(path: str) -> Path:
@@ -88,11 +82,10 @@ def main(argv=None):
         raise AloeError(f"--min-words {min_words} is more than --max-words {max_words}")
     if args.max_new_tokens is None:
         args.max_new_tokens = args.per_request * kind.tokens_per_persona
-    output = shard_path(Path(args.output or f"runs/personas/{KINDS[args.kind].plural}.jsonl"), args.shard)
+    run = RunFiles(args.output or f"runs/personas/{KINDS[args.kind].plural}.jsonl", args.shard)
+    output = run.main
     shard_index, shard_count = args.shard or (0, 1)
-    if args.shard is not None and args.cache is None:
-        # One cache per worker: shards on one machine never wait on each other's SQLite lock.
-        args.cache = str(output.with_name(f"{output.stem}.responses.sqlite"))
+    args.cache = str(run.cache(args.cache)) if args.shard else args.cache
 
     # Every input is read and checked before the output is touched, so a bad flag loses nothing.
     seeds_path = find_seeds(args.seeds or kind.default_seeds)
@@ -109,56 +102,22 @@ def main(argv=None):
     if shard_count > 1:
         # Each worker grows its own share of the generated personas on top of the same seeds.
         target = min(args.target, seed_count + math.ceil(max(0, args.target - seed_count) / shard_count))
-    rounds_path = sidecar(output, "rounds")
-    history = [] if args.overwrite or not rounds_path.exists() else _read_rounds(rounds_path)
-
-    model = embedder = None
-    if len(pool) < target:
-        embedder = load_embedder(args.embedder)
-        model = model_pool(args, output).get(args.model)
     settings = GrowthSettings(examples_per_prompt=args.examples_per_prompt, per_request=args.per_request,
-                              requests_per_round=args.requests_per_round, min_words=min_words,
-                              max_words=max_words, seed=args.seed, shard=(shard_index, shard_count))
+                              requests_per_round=args.requests_per_round, min_words=min_words, max_words=max_words,
+                              seed=args.seed, shard=(shard_index, shard_count), max_rounds=args.max_rounds,
+                              threshold=args.threshold, embedder=args.embedder, temperature=args.temperature)
 
-    this_run: list[dict] = []
-    added = 0
-    with JsonlWriter(output, overwrite=args.overwrite) as writer:
-        writer.write_all(new_seeds)
-        if model is not None:
-            write_json(sidecar(output, "provenance"), provenance(
-                settings={**vars(args), "target_this_shard": target, "seeds": str(seeds_path)},
-                models={"generator": model.describe(), "embedder": embedder.describe()},
-                prompts=[kind.prompt],
-            ))
-            novelty = NoveltyFilter(embedder, args.threshold)
-            novelty.add([persona.text for persona in pool], [persona.id for persona in pool])
-            growth = PoolGrowth(kind, model, sampling_params(args), novelty, pool, settings)
-            next_round = max((persona.round for persona in pool), default=0) + 1
-            for round_number in range(next_round, next_round + args.max_rounds):
-                if len(growth.texts) >= target:
-                    break
-                result = growth.run_round(round_number, room=target - len(growth.texts))
-                writer.write_all(result.accepted)
-                added += len(result.accepted)
-                this_run.append(result.log)
-                write_json(rounds_path, {"kind": args.kind, "output": str(output), "rounds": history + this_run})
-                entry = result.log
-                log.info("round %d: %d requests, %d candidates parsed, %d novel (%.0f%%), pool %d/%d, %.1fs",
-                         round_number, entry["requests"], entry["parsed"], entry["novel"],
-                         100 * entry["acceptance_rate"], entry["pool_size"], target, entry["generate_s"] + entry["filter_s"])
-            pool_size = len(growth.texts)
-        else:
-            pool_size = len(pool)
+    def load_model():
+        return model_pool(args, output).get(args.model)
+
+    def provenance_of(model, embedder) -> dict:
+        return provenance(settings={**vars(args), "target_this_shard": target, "seeds": str(seeds_path)},
+                          models={"generator": model.describe(), "embedder": embedder.describe()}, prompts=[kind.prompt])
+
+    with run.lock():
+        pool_size, added, this_run = grow_pool(run, kind, pool, new_seeds, target, settings, load_model,
+                                               sampling_params(args), provenance_of, args.overwrite)
     print(summary(args, output, pool_size, target, seed_count, added, this_run, time.perf_counter() - started))
-
-
-def _read_rounds(path: Path) -> list[dict]:
-    import json
-
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("rounds", [])
-    except (json.JSONDecodeError, AttributeError):
-        return []  # a damaged log only loses history; the pool itself is the JSONL output
 
 
 def summary(args, output: Path, pool_size: int, target: int, seeds: int, added: int, rounds: list[dict],

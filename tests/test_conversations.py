@@ -5,10 +5,9 @@ import json
 
 import pytest
 
-from aloe.interaction.conversations import (
-    ConversationGenerator, GenerationSettings, PersonaPair, RoleModels, is_none_value, pair_personas,
-    parse_extraction,
-)
+from aloe.interaction.conversations import ConversationGenerator, GenerationSettings, is_none_value, parse_extraction
+from aloe.interaction.personas import PersonaPair, pair_personas
+from aloe.lockstep import Roles
 from aloe.errors import AloeError
 from aloe.models import SamplingParams, load_model
 from aloe.models.base import ChatModel, Reply
@@ -155,7 +154,7 @@ def make_pairs(n):
 def test_roles_and_the_tree_follow_the_continuing_branch(tiny):
     calls = {role: [] for role in ("user", "extractor", "assistant")}
     judge = ShorterReplyJudge()
-    models = RoleModels(user=Recording(tiny, calls["user"]), extractor=Recording(tiny, calls["extractor"]),
+    models = Roles(user=Recording(tiny, calls["user"]), extractor=Recording(tiny, calls["extractor"]),
                         assistant=Recording(tiny, calls["assistant"]), judge=judge)
     generator = ConversationGenerator(models, SamplingParams(max_new_tokens=8, seed=1),
                                       GenerationSettings(turns=3, continue_rule="random", seed=3))
@@ -195,7 +194,7 @@ def test_roles_and_the_tree_follow_the_continuing_branch(tiny):
 
 
 def test_continue_rules_and_a_skipped_tie(tiny):
-    models = RoleModels(user=tiny, extractor=tiny, assistant=tiny, judge=FirstShownJudge())
+    models = Roles(user=tiny, extractor=tiny, assistant=tiny, judge=FirstShownJudge())
     finished, failed = [], []
     ConversationGenerator(models, SamplingParams(max_new_tokens=6), GenerationSettings(
         turns=2, continue_rule="rejected", on_tie="hinted")).run(make_pairs(2), finished.append,
@@ -216,7 +215,7 @@ def test_settings_reject_bad_values():
 
 
 def test_random_continuation_is_seeded_per_conversation(tiny):
-    models = RoleModels(user=tiny, extractor=tiny, assistant=tiny, judge=ShorterReplyJudge())
+    models = Roles(user=tiny, extractor=tiny, assistant=tiny, judge=ShorterReplyJudge())
     runs = []
     for batch in ([0, 1, 2], [2]):  # the same conversation alone or in a batch draws the same branches
         finished = []
@@ -260,7 +259,7 @@ class MarkedAssistant(ChatModel):
 
 def test_unparsed_verdicts_are_asked_again_and_relabel_without_changing_the_tree(tiny):
     judge = SwitchableJudge()
-    models = RoleModels(user=tiny, extractor=tiny, assistant=MarkedAssistant(), judge=judge)
+    models = Roles(user=tiny, extractor=tiny, assistant=MarkedAssistant(), judge=judge)
     settings = GenerationSettings(turns=3, continue_rule="preferred", on_tie="hinted", max_attempts=2)
     generator = ConversationGenerator(models, SamplingParams(max_new_tokens=6), settings)
     finished = []

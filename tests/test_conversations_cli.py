@@ -1,35 +1,28 @@
 """The data_generation scripts end to end: generate, resume, fail and retry, shard and merge, stats, bad input."""
 
 import functools
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 import aloe.cli
-from aloe.interaction.conversations import pair_personas
-from aloe.interaction.personas import load_pool
+from aloe.interaction.personas import load_pool, pair_personas
 from aloe.errors import ModelCallError
 from aloe.jsonl import read_records
 from aloe.models import BACKENDS, ModelOptions
 from aloe.models.local import LocalChatModel
 from aloe.prompts import render
 from aloe.records import Conversation
+from aloe.runs import RunFiles
+from stage_scripts import load_script
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def script(name):
-    spec = importlib.util.spec_from_file_location(f"data_generation_{name}", ROOT / "data_generation" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-generate, merge, stats = (script(name) for name in ("generate_conversations", "merge", "dataset_stats"))
+generate, merge, stats = (load_script(f"data_generation/{name}.py")
+                           for name in ("generate_conversations", "merge", "dataset_stats"))
 
 
 @pytest.fixture
@@ -194,7 +187,7 @@ def test_shards_split_the_pairs_and_merge_joins_them(tmp_path, base_args, pools,
     for shard in ("0/2", "1/2"):
         assert generate.main([*base_args, "--turns", "1", "--num-conversations", "3", "--shard", shard,
                               "--output", str(output)]) == 0
-    shard_files = merge.shard_files(output)
+    shard_files = [path for _, path in RunFiles(output).shard_files()]
     assert [p.name for p in shard_files] == ["conversations.shard-0-of-2.jsonl", "conversations.shard-1-of-2.jsonl"]
     assert [len(lines(p)) for p in shard_files] == [2, 1]
     assert merge.main(["--output", str(output)]) == 0

@@ -7,20 +7,23 @@ is known; one slow test runs the real embedded model in every role.
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from aloe import models as model_registry
-from aloe.interaction.evaluation import AloeEvaluation, EvalRecord, RoleModels, RoleParams, ordered_pairs
+from aloe.interaction.evaluation import AloeEvaluation, EvalRecord
+from aloe.interaction.personas import ordered_pairs
+from aloe.lockstep import Roles
 from aloe.models import load_model
 from aloe.models.base import ChatModel, Reply, SamplingParams
 from aloe.records import Persona
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
-import eval_aloe  # noqa: E402
-import report  # noqa: E402
+from aloe.interaction.results import run_identity
+from stage_scripts import load_script
+
+eval_aloe = load_script("evaluation/eval_aloe.py")
+report = load_script("evaluation/report.py")
 
 PROFILE_MARK = "Zorblatt"
 PERSONALITY_MARK = "Quixotically"
@@ -139,9 +142,9 @@ def test_pair_order_covers_every_pair_once_and_prefixes_spread():
 
 
 def _engine(model, turns=3, user="scripted:user", judge="scripted:judge"):
-    params = RoleParams(model=SamplingParams(temperature=0.0, max_new_tokens=6),
+    params = Roles(model=SamplingParams(temperature=0.0, max_new_tokens=6),
                         user=SamplingParams(max_new_tokens=16), judge=SamplingParams(temperature=0.0))
-    return AloeEvaluation(RoleModels(model=model, user=load_model(user), judge=load_model(judge)), params, turns, "h")
+    return AloeEvaluation(Roles(model=model, user=load_model(user), judge=load_model(judge)), params, turns, "h")
 
 
 def test_the_model_under_test_sees_only_the_conversation(tiny_model_dir, personas):
@@ -325,7 +328,7 @@ def test_the_settings_hold_the_dtype_auto_means_on_this_machine(tiny_model_dir, 
     assert "dtype" in _error_line(capsys)
     api_only = eval_aloe.build_parser().parse_args(["--model", "openai:m", "--user-model", "anthropic:u",
                                                     "--judge-model", "cohere:j"])
-    assert eval_aloe.identity_of(api_only, "personas")["dtype"] is None  # the flag changes nothing there
+    assert run_identity(api_only, "personas")["dtype"] is None  # the flag changes nothing there
 
 
 def test_shards_merge_into_the_unsharded_result(tiny_model_dir, personas, tmp_path, capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from collections import Counter
@@ -13,6 +12,7 @@ import pytest
 from aloe.sentence_embeddings import NoveltyFilter, load_embedder, max_similarity
 from aloe.jsonl import JsonlWriter
 from aloe.interaction.personas import load_pool
+from stage_scripts import load_script
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -28,16 +28,9 @@ SEEDS = [
 ]
 
 
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "persona_generation" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-generate = load_script("generate_personas")
-merge = load_script("merge_pools")
-stats = load_script("pool_stats")
+generate = load_script("persona_generation/generate_personas.py")
+merge = load_script("persona_generation/merge_pools.py")
+stats = load_script("persona_generation/pool_stats.py")
 
 
 @pytest.fixture(scope="module")

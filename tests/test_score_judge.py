@@ -2,8 +2,9 @@
 
 import pytest
 
-from aloe.interaction.evaluation import AloeEvaluation, RoleModels, RoleParams
-from aloe.interaction.conversations import PersonaPair
+from aloe.interaction.evaluation import AloeEvaluation
+from aloe.lockstep import Roles
+from aloe.interaction.personas import PersonaPair
 from aloe.judges.score import judge_messages, parse_score, reminder_messages
 from aloe.models.base import ChatModel, Reply, SamplingParams
 from aloe.records import Persona
@@ -74,8 +75,8 @@ class ScriptedJudge(ChatModel):
 
 
 def _judge_with(model: ChatModel):
-    params = RoleParams(*(SamplingParams(temperature=0.0),) * 3)
-    return AloeEvaluation(RoleModels(model=model, user=model, judge=model), params, turns=1, run_hash="h")
+    params = Roles.fill(("model", "user", "judge"), SamplingParams(temperature=0.0))
+    return AloeEvaluation(Roles(model=model, user=model, judge=model), params, turns=1, run_hash="h")
 
 
 def _items(n):

@@ -16,70 +16,34 @@ rebuilt from committed turns with explicit roles (never from list positions).
 
 from __future__ import annotations
 
-import hashlib
+import datetime as dt
+import logging
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
-from aloe.messages import format_transcript
 from aloe.errors import AloeError
+from aloe.interaction.personas import PersonaPair
+from aloe.interaction.simulation import USER_SIMULATOR_PROMPTS, user_turns
 from aloe.judges import Verdict
+from aloe.jsonl import JsonlWriter, existing_ids, read_records, rewrite_jsonl, write_json
 from aloe.judges.preference import (
-    ON_TIE_RULES, PreferenceItem, PreferenceJudge, combine, judge_messages, judged_order,
+    ON_TIE_RULES, PreferenceItem, PreferenceJudge, branch_of, combine, judge_messages, judged_order, paired_replies,
 )
+from aloe.lockstep import ItemState, Roles, generate, generate_checked, history, non_empty, run_lockstep
+from aloe.messages import Message, format_transcript
 from aloe.models.base import ChatModel, SamplingParams
-from aloe.messages import Message
 from aloe.prompts import prompt_hash, render
-from aloe.records import Conversation, PairedReplies, Persona, Turn
-from aloe.interaction.simulation import USER_SIMULATOR_PROMPTS, clean_user_message, user_simulator_messages
+from aloe.records import Conversation, PairedReplies, Turn
+from aloe.runs import RunFiles
+
+log = logging.getLogger("generate_conversations")
 
 ROLES = ("user", "extractor", "assistant", "judge")
 CONTINUE_RULES = ("random", "preferred", "rejected")
 PROMPTS = (*USER_SIMULATOR_PROMPTS, "persona_extractor", "assistant_hinted", "assistant_plain", PreferenceJudge.prompt)
-
-T = TypeVar("T")
-
-
-# ---------------------------------------------------------------- pairing
-
-
-@dataclass(frozen=True)
-class PersonaPair:
-    """One conversation to generate: a profile, a personality and the id derived from both."""
-
-    id: str
-    profile: Persona
-    personality: Persona
-
-
-def pair_id(profile: Persona, personality: Persona) -> str:
-    # From the two persona ids, not from a position, so ids survive sharding, resuming and a larger N.
-    return "conv-" + hashlib.sha1(f"{profile.id}\n{personality.id}".encode()).hexdigest()[:12]
-
-
-def pair_personas(profiles: Sequence[Persona], personalities: Sequence[Persona], count: int, seed: int) -> list[PersonaPair]:
-    """`count` distinct (profile, personality) pairs drawn with a seeded RNG.
-
-    Draws are sequential, so the first N pairs of a seed are the same whatever `count` is.
-    """
-    total = len(profiles) * len(personalities)
-    if count > total:
-        raise AloeError(f"--num-conversations {count} is more than the {len(profiles)} profiles x "
-                        f"{len(personalities)} personalities = {total} distinct pairs; lower it or add personas")
-    rng = random.Random(seed)
-    seen: set[tuple[int, int]] = set()
-    pairs = []
-    while len(pairs) < count:
-        key = (rng.randrange(len(profiles)), rng.randrange(len(personalities)))
-        if key in seen:
-            continue
-        seen.add(key)
-        profile, personality = profiles[key[0]], personalities[key[1]]
-        pairs.append(PersonaPair(pair_id(profile, personality), profile, personality))
-    return pairs
-
 
 # ---------------------------------------------------------------- persona extractor
 
@@ -136,33 +100,21 @@ def parse_extraction(text: str) -> Extraction:
     return Extraction(value(parts["profile"]), value(parts["personality"]))
 
 
-# ---------------------------------------------------------------- per-conversation state
-
-
-@dataclass
-class ConversationState:
-    """The committed turns of one conversation; nothing here changes until a whole turn succeeded."""
-
-    pair: PersonaPair
-    turns: list[Turn] = field(default_factory=list)
-    finished: bool = False
-
-    def history(self) -> list[Message]:
-        """The chat along the continuing branch, with explicit roles."""
-        messages: list[Message] = []
-        for turn in self.turns:
-            messages.append({"role": "user", "content": turn.user})
-            messages.append({"role": "assistant", "content": turn.continued_reply})
-        return messages
+# ---------------------------------------------------------------- the engine
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    turns: int = 10
+    """The data-generation stage's settings; generate_conversations.py takes its flag defaults from here."""
+
+    num_conversations: int = 10  # distinct (profile, personality) pairs (paper: 3000)
+    turns: int = 10  # paper: 10
     continue_rule: str = "random"
     on_tie: str = "hinted"
     seed: int = 0
     max_attempts: int = 2  # per step: an empty message or an unparsed verdict is re-sampled this often
+    judge_temperature: float = 0.0  # the preference judge runs greedy; the other roles use --temperature
+    group_size: int = 64  # conversations advanced together; each group is written when it finishes
 
     def __post_init__(self):
         if self.turns < 1:
@@ -173,28 +125,31 @@ class GenerationSettings:
             raise AloeError(f"--on-tie must be one of {', '.join(ON_TIE_RULES)}, got {self.on_tie!r}")
 
 
-@dataclass
-class RoleModels:
-    user: ChatModel
-    extractor: ChatModel
-    assistant: ChatModel
-    judge: ChatModel
-
-
 Failure = Callable[[PersonaPair, int, str], None]  # (pair, 0-based turn, reason)
+State = ItemState[PersonaPair]  # its turns: the committed Turns; nothing changes until a whole turn succeeded
+
+
+def conversation_history(state: State) -> list[Message]:
+    """The chat along the continuing branch, with explicit roles."""
+    return history((turn.user, turn.continued_reply) for turn in state.turns)
 
 
 class ConversationGenerator:
-    """Advances many conversations in lockstep: each role's calls for turn k are one batch."""
+    """Advances many conversations in lockstep: each role's calls for turn k are one batch.
 
-    def __init__(self, models: RoleModels, params: SamplingParams, settings: GenerationSettings,
+    `models` holds the roles user, extractor, assistant and judge (`aloe.lockstep.Roles`); `params`
+    samples every role but the judge, which uses it at `settings.judge_temperature`.
+    """
+
+    def __init__(self, models: Roles[ChatModel], params: SamplingParams, settings: GenerationSettings,
                  meta: dict[str, Any] | None = None):
-        self.models = models
+        self.models = models.require(ROLES)
         self.params = params
+        self.judge_params = params.replace(temperature=settings.judge_temperature)
         self.settings = settings
         self.judge = PreferenceJudge()
         self.meta = {
-            "models": {role: getattr(models, role).spec for role in ROLES},
+            "models": {role: models[role].spec for role in ROLES},
             "prompts": {name: prompt_hash(name) for name in PROMPTS},
             "seed": settings.seed,
             "continue": settings.continue_rule,
@@ -202,99 +157,90 @@ class ConversationGenerator:
             **(meta or {}),
         }
 
-    def run(self, pairs: Sequence[PersonaPair], on_finish: Callable[[Conversation], None], on_failure: Failure) -> None:
+    def run(self, pairs: Sequence[PersonaPair], on_finish: Callable[[Conversation], None], on_failure: Failure,
+            group_size: int | None = None, on_group: Callable[[int, int], None] | None = None) -> None:
         """Generate every pair's conversation. Finished ones go to `on_finish`, failed ones to `on_failure`.
 
         A model call that fails for good (ModelCallError after the backend's retries) fails every
         conversation still active and is re-raised: nothing after it could succeed either.
         """
-        states = [ConversationState(pair) for pair in pairs]
-        for turn_index in range(self.settings.turns):
-            active = [state for state in states if not state.finished]
-            if not active:
-                break
-            try:
-                self._advance(active, turn_index, on_finish, on_failure)
-            except AloeError as exc:
-                for state in active:
-                    if not state.finished:
-                        state.finished = True
-                        on_failure(state.pair, turn_index, str(exc))
-                raise
-        for state in states:
-            if not state.finished:
-                state.finished = True
-                on_finish(self._record(state))
+        run_lockstep(pairs, self.settings.turns, lambda active, k: self._advance(active, k, on_finish, on_failure),
+                     finish=lambda state: on_finish(self._record(state)),
+                     fail=lambda state, k, reason: on_failure(state.item, k, reason),
+                     group_size=group_size, on_group=on_group)
 
     # One turn for every active conversation; each step drops the conversations that failed it.
-    def _advance(self, active: list[ConversationState], k: int, on_finish, on_failure: Failure) -> None:
-        def fail(state: ConversationState, reason: str) -> None:
-            state.finished = True
-            on_failure(state.pair, k, reason)
+    def _advance(self, active: list[State], k: int, on_finish, on_failure: Failure) -> None:
+        def fail(state: State, reason: str) -> None:
+            state.done = state.reported = True
+            on_failure(state.item, k, reason)
 
         # 1. the user simulator
-        prompts = [user_simulator_messages(s.pair.profile.text, s.pair.personality.text, s.history()) for s in active]
-        user_messages = self._generate_checked(self.models.user, prompts, _user_message)
+        user_messages = user_turns(self.models.user, self.params, self.settings.max_attempts,
+                                   [(s.item.profile.text, s.item.personality.text, conversation_history(s))
+                                    for s in active])
         alive = []
-        for state, (message, reason) in zip(active, user_messages):
-            if reason:
-                fail(state, f"user simulator: {reason}")
+        for state, outcome in zip(active, user_messages):
+            if outcome.ok:
+                alive.append((state, outcome.value))
             else:
-                alive.append((state, message))
+                fail(state, f"user simulator: {outcome.reason}")
 
         # 2. the persona extractor (an unparsable answer means nothing inferred; it is kept, not retried)
         prompts = [[{"role": "user", "content": render(
-            "persona_extractor", profile=s.pair.profile.text, personality=s.pair.personality.text,
-            transcript=format_transcript([*s.history(), {"role": "user", "content": message}]),
+            "persona_extractor", profile=s.item.profile.text, personality=s.item.personality.text,
+            transcript=format_transcript([*conversation_history(s), {"role": "user", "content": message}]),
         )}] for s, message in alive]
-        extractor_raw = [reply.text for reply in self._generate(self.models.extractor, prompts)]
+        extractor_raw = [reply.text for reply in generate(self.models.extractor, prompts, self.params)]
         extractions = [parse_extraction(text) for text in extractor_raw]
 
         # 3. hinted and plain replies, one batch of 2N
         hinted_prompts, plain_prompts = [], []
         for (state, message), extraction in zip(alive, extractions):
-            chat = [*state.history(), {"role": "user", "content": message}]
+            chat = [*conversation_history(state), {"role": "user", "content": message}]
             hint = render("assistant_hinted", inferred_profile=extraction.profile or "None",
                           inferred_personality=extraction.personality or "None")
             hinted_prompts.append([{"role": "system", "content": hint}, *chat])
             plain_prompts.append([{"role": "system", "content": render("assistant_plain")}, *chat])
-        replies = self._generate_checked(self.models.assistant, hinted_prompts + plain_prompts, _assistant_reply)
+        replies = generate_checked(self.models.assistant, hinted_prompts + plain_prompts, self.params, non_empty,
+                                   self.settings.max_attempts)
         n = len(alive)
         survivors = []
         for position, (state, message) in enumerate(alive):
-            (hinted, hinted_reason), (plain, plain_reason) = replies[position], replies[n + position]
-            if hinted_reason or plain_reason:
-                fail(state, f"assistant: {hinted_reason or plain_reason}")
+            hinted, plain = replies[position], replies[n + position]
+            if hinted.ok and plain.ok:
+                survivors.append((position, state, message, hinted.value, plain.value))
             else:
-                survivors.append((position, state, message, hinted, plain))
+                fail(state, f"assistant: {hinted.reason or plain.reason}")
 
         # 4. the judge, both orders of every pair in one batch of 2N
-        items = [PreferenceItem(state.pair.profile.text, state.pair.personality.text, tuple(state.history()),
-                                message, hinted, plain) for _, state, message, hinted, plain in survivors]
+        items = [PreferenceItem(state.item.profile.text, state.item.personality.text,
+                                tuple(conversation_history(state)), message, hinted, plain)
+                 for _, state, message, hinted, plain in survivors]
         asks = self.judge.asks(items)
-        verdicts = self._generate_checked(self.models.judge, [messages for _, _, messages in asks], _verdict,
-                                          keep_unaccepted=True)
+        verdicts = generate_checked(self.models.judge, [messages for _, _, messages in asks], self.judge_params,
+                                    _verdict, self.settings.max_attempts, keep_unaccepted=True)
         orders: list[list] = [[] for _ in items]
-        for (item_position, shown, _), (verdict, _) in zip(asks, verdicts):
-            orders[item_position].append(judged_order(shown, verdict))
+        for (item_position, shown, _), verdict in zip(asks, verdicts):
+            orders[item_position].append(judged_order(shown, verdict.value))
 
         # 5. commit each conversation's turn, now that all of it exists
         for (position, state, message, hinted, plain), judged in zip(survivors, orders):
-            judgement = combine(judged, self.settings.on_tie, self._rng(state.pair.id, k, "tie"))
+            pair = state.item
+            judgement = combine(judged, self.settings.on_tie, self._rng(pair.id, k, "tie"))
             if judgement is None:  # --on-tie skip: the conversation ends before this turn
-                state.finished = True
+                stopped = f"judge tie at turn {k + 1} (--on-tie skip)"
                 if state.turns:
-                    on_finish(self._record(state, stopped=f"judge tie at turn {k + 1} (--on-tie skip)"))
+                    state.done = state.reported = True
+                    on_finish(self._record(state, stopped=stopped))
                 else:
-                    on_failure(state.pair, k, f"skipped: judge tie at turn {k + 1} (--on-tie skip)")
+                    fail(state, f"skipped: {stopped}")
                 continue
-            by_source = {"hinted": hinted, "plain": plain}
-            loser = "plain" if judgement.winner == "hinted" else "hinted"
             extraction = extractions[position]
             state.turns.append(Turn(
                 user=message,
-                assistant=PairedReplies(preferred=by_source[judgement.winner], rejected=by_source[loser]),
-                chosen=self._continue_branch(state.pair, k),
+                assistant=paired_replies(judgement.winner, hinted=hinted, plain=plain),
+                chosen=self._continue_branch(pair, k),
                 inferred_profile=extraction.profile,
                 inferred_personality=extraction.personality,
                 judge=judgement,
@@ -330,7 +276,7 @@ class ConversationGenerator:
                         asks.append((conversation, k, o, messages, self.settings.max_attempts + turn.judge.rejudged))
         if not asks:
             return []
-        replies = self.models.judge.generate([a[3] for a in asks], self.params, sample_indices=[a[4] for a in asks])
+        replies = generate(self.models.judge, [a[3] for a in asks], self.judge_params, [a[4] for a in asks])
         changed: dict[str, Conversation] = {}
         for (conversation, k, o, _, _), reply in zip(asks, replies):
             judgement = conversation.conversations[k].judge
@@ -343,48 +289,23 @@ class ConversationGenerator:
                     _relabel(turn, combine(turn.judge.orders, self.settings.on_tie, tie_rng))
         return list(changed.values())
 
-    def _record(self, state: ConversationState, stopped: str | None = None) -> Conversation:
-        meta = {**self.meta, "profile_id": state.pair.profile.id, "personality_id": state.pair.personality.id,
+    def _record(self, state: State, stopped: str | None = None) -> Conversation:
+        pair = state.item
+        meta = {**self.meta, "profile_id": pair.profile.id, "personality_id": pair.personality.id,
                 "turns_requested": self.settings.turns}
         if stopped:
             meta["stopped"] = stopped
-        return Conversation(id=state.pair.id, profile=state.pair.profile.text, personality=state.pair.personality.text,
+        return Conversation(id=pair.id, profile=pair.profile.text, personality=pair.personality.text,
                             conversations=list(state.turns), meta=meta)
-
-    def _generate(self, model: ChatModel, prompts: list[list[Message]], attempt: int = 0):
-        if not prompts:
-            return []
-        return model.generate(prompts, self.params, sample_indices=[attempt] * len(prompts))
-
-    def _generate_checked(self, model: ChatModel, prompts: list[list[Message]],
-                          check: Callable[[str], tuple[T, str | None]], keep_unaccepted: bool = False
-                          ) -> list[tuple[T, str | None]]:
-        """One batch call; outputs that `check` rejects are re-sampled (a new sample index) as one
-        smaller batch, up to `max_attempts` in all. Returns (value, reason) with reason None when accepted;
-        with `keep_unaccepted` the last value is kept and its reason cleared after the final attempt."""
-        results: list[tuple[Any, str | None]] = [(None, "not generated")] * len(prompts)
-        todo = list(range(len(prompts)))
-        for attempt in range(self.settings.max_attempts):
-            if not todo:
-                break
-            replies = self._generate(model, [prompts[i] for i in todo], attempt)
-            for position, reply in zip(todo, replies):
-                results[position] = check(reply.text)
-            todo = [position for position in todo if results[position][1] is not None]
-        if keep_unaccepted:
-            results = [(value, None) for value, _ in results]
-        return [(value, f"{reason} after {self.settings.max_attempts} attempts" if reason else None)
-                for value, reason in results]
 
 
 def _preference_item(conversation: Conversation, k: int) -> PreferenceItem:
     """What the judge saw at turn k of a stored conversation."""
     turn = conversation.conversations[k]
-    hinted_branch = turn.judge.hinted
-    plain_branch = "rejected" if hinted_branch == "preferred" else "preferred"
-    history = conversation.history_before(k)[:-1]
-    return PreferenceItem(conversation.profile, conversation.personality, tuple(history), turn.user,
-                          getattr(turn.assistant, hinted_branch), getattr(turn.assistant, plain_branch))
+    history_before = conversation.history_before(k)[:-1]
+    return PreferenceItem(conversation.profile, conversation.personality, tuple(history_before), turn.user,
+                          getattr(turn.assistant, branch_of("hinted", turn.judge.winner)),
+                          getattr(turn.assistant, branch_of("plain", turn.judge.winner)))
 
 
 def _relabel(turn: Turn, judgement) -> None:
@@ -394,24 +315,104 @@ def _relabel(turn: Turn, judgement) -> None:
         old.rejudged += 1
         return
     judgement.rejudged = old.rejudged + 1
-    if judgement.hinted != old.hinted:
+    if judgement.winner != old.winner:
         turn.assistant = PairedReplies(preferred=turn.assistant.rejected, rejected=turn.assistant.preferred)
         if turn.chosen is not None:
             turn.chosen = "rejected" if turn.chosen == "preferred" else "preferred"
     turn.judge = judgement
 
 
-def _user_message(text: str) -> tuple[str, str | None]:
-    message = clean_user_message(text)
-    return message, None if message else "empty message"
-
-
-def _assistant_reply(text: str) -> tuple[str, str | None]:
-    reply = text.strip()
-    return reply, None if reply else "empty reply"
-
-
 def _verdict(text: str) -> tuple[Verdict[str], str | None]:
     verdict = PreferenceJudge.parse(text)
     return verdict, verdict.reason
 
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@dataclass
+class GenerationReport:
+    """What one run of the stage did, for its one-line summary."""
+
+    pairs: int
+    already: int  # conversations already in the output
+    written: int = 0
+    failed: int = 0
+    first_failure: str = ""
+    rejudged: int = 0  # conversations rewritten after asking the judge again
+
+
+def generate_conversations(run: RunFiles, pairs: Sequence[PersonaPair], settings: GenerationSettings,
+                           load_generator: Callable[[], ConversationGenerator], judge_spec: str,
+                           provenance_of: Callable[[ConversationGenerator], dict], overwrite: bool = False
+                           ) -> GenerationReport:
+    """Generate `pairs` into `run`'s files, resuming what is there.
+
+    Finished conversations are appended to the main file as they finish and failures to the failures
+    file (rewritten each run: a re-run retries them); orders the judge left without a verdict in an
+    earlier run of the same judge and --on-tie are asked again first. `load_generator` is called only
+    when a model call is needed.
+    """
+    output = run.main
+    if overwrite and output.exists():
+        output.unlink()
+    # Read once: the finished ids are what resuming skips, the records what re-judging looks at.
+    stored = read_records(output, Conversation, allow_empty=True, unique_ids=True) if output.exists() else []
+    done = {conversation.id for conversation in stored}
+    previously_failed = existing_ids(run.failures)
+    pending = [pair for pair in pairs if pair.id not in done]
+    log.info("%d conversations: %d already in %s, %d to generate (%d retried after failing before)",
+             len(pairs), len(pairs) - len(pending), output, len(pending),
+             sum(pair.id in previously_failed for pair in pending))
+    report = GenerationReport(pairs=len(pairs), already=len(pairs) - len(pending))
+
+    covered = {pair.id for pair in pairs}
+    unparsed = [conversation for conversation in stored if conversation.id in covered
+                and conversation.meta.get("models", {}).get("judge") == judge_spec
+                and conversation.meta.get("on_tie") == settings.on_tie
+                and any(turn.verdict_missing for turn in conversation.conversations)]
+    if not (pending or unparsed):
+        return report
+    generator = load_generator()
+    if unparsed:
+        changed = generator.rejudge(unparsed)
+        rewrite_jsonl(output, stored)
+        still = sum(turn.verdict_missing for conversation in unparsed for turn in conversation.conversations)
+        report.rejudged = len(changed)
+        log.info("asked the judge again about %d conversations with unparsed verdicts: %d turns still unparsed "
+                 "(%d conversations rewritten in %s)", len(unparsed), still, len(changed), output)
+    if pending:
+        write_json(run.provenance, provenance_of(generator))
+        _generate_pending(generator, pending, settings.group_size, run, report)
+    return report
+
+
+def _generate_pending(generator: ConversationGenerator, pending: Sequence[PersonaPair], group_size: int,
+                      run: RunFiles, report: GenerationReport) -> None:
+    try:
+        with JsonlWriter(run.main) as writer, JsonlWriter(run.failures, overwrite=True) as failures:
+
+            def finish(conversation: Conversation) -> None:
+                writer.write(conversation)
+                report.written += 1
+
+            def fail(pair: PersonaPair, turn_index: int, reason: str) -> None:
+                failures.write({"id": pair.id, "profile_id": pair.profile.id, "personality_id": pair.personality.id,
+                                "turn": turn_index + 1, "reason": reason,
+                                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+                report.failed += 1
+                report.first_failure = report.first_failure or reason
+
+            def progress(start: int, end: int) -> None:
+                log.info("group %d-%d done: %d written, %d failed so far", start + 1, end, report.written,
+                         report.failed)
+
+            try:
+                generator.run(pending, finish, fail, group_size=group_size, on_group=progress)
+            except AloeError as exc:
+                raise AloeError(f"{exc} ({report.written} finished conversations are saved in {run.main}; "
+                                "re-run the same command to resume)") from None
+    finally:
+        if run.failures.exists() and run.failures.stat().st_size == 0:
+            run.failures.unlink()  # no failures this run (or it was interrupted before any)

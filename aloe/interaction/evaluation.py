@@ -1,6 +1,6 @@
-"""The ALOE benchmark: does a model align better to a user as the conversation goes on?
+"""The ALOE evaluation: does a model align better to a user as the conversation goes on?
 
-Each (profile, personality) pair of the benchmark holds one conversation. At every turn, for all
+Each (profile, personality) pair of the evaluation set holds one conversation. At every turn, for all
 active conversations at once (one `generate` call per role):
 
 1. the user simulator (the same role prompt as data generation) writes the user's next message;
@@ -18,22 +18,22 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field
 
-from aloe.interaction.conversations import PersonaPair, pair_id
 from aloe.errors import AloeError
+from aloe.interaction.personas import PersonaPair
+from aloe.interaction.simulation import USER_SIMULATOR_PROMPTS, user_turns
 from aloe.judges import Verdict
 from aloe.judges import score as score_judge
 from aloe.jsonl import read_records
-from aloe.metrics import alignment_metrics
-from aloe.models.base import ChatModel, Reply, SamplingParams
+from aloe.lockstep import ItemState, Roles, generate, history, run_lockstep
 from aloe.messages import Message
+from aloe.models.base import ChatModel, SamplingParams
 from aloe.prompts import prompt_hash
 from aloe.records import Persona, Record
-from aloe.interaction.simulation import USER_SIMULATOR_PROMPTS, clean_user_message, user_simulator_messages
 
 ROLES = ("model", "user", "judge")
 PROMPTS = (*USER_SIMULATOR_PROMPTS, *score_judge.PROMPTS)
@@ -82,37 +82,15 @@ class EvalRecord(Record):
 
 
 def read_eval_records(path: str | Path) -> list[EvalRecord]:
-    return read_records(path, EvalRecord, allow_empty=True)
+    return read_records(path, EvalRecord, allow_empty=True, unique_ids=True)
 
 
 # ---------------------------------------------------------------- persona pairs
 
 
-def ordered_pairs(profiles: Sequence[Persona], personalities: Sequence[Persona]) -> list[PersonaPair]:
-    """Every (profile, personality) pair, in an order whose every prefix spreads over both lists.
-
-    Pair i takes profile i mod P and personality (i mod P + i div P) mod Q: the first min(P, Q)
-    pairs use distinct profiles and distinct personalities, so `--limit 5` on the 20 x 5 benchmark
-    meets 5 different people, and the full list still holds each pair exactly once.
-    """
-    count_p, count_q = len(profiles), len(personalities)
-    pairs = []
-    for index in range(count_p * count_q):
-        p = index % count_p
-        q = (p + index // count_p) % count_q
-        pairs.append(PersonaPair(pair_id(profiles[p], personalities[q]), profiles[p], personalities[q]))
-    return pairs
-
-
 def personas_hash(profiles: Sequence[Persona], personalities: Sequence[Persona]) -> str:
     payload = json.dumps([[(p.id, p.text) for p in profiles], [(p.id, p.text) for p in personalities]])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def settings_hash(identity: dict) -> str:
-    """A short hash of the settings that decide what a run's numbers mean (not how fast it ran)."""
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def prompt_hashes() -> dict[str, str]:
@@ -122,83 +100,79 @@ def prompt_hashes() -> dict[str, str]:
 # ---------------------------------------------------------------- the engine
 
 
-@dataclass
-class RoleModels:
-    model: ChatModel  # the model under test
-    user: ChatModel
-    judge: ChatModel
-
-
 @dataclass(frozen=True)
-class RoleParams:
-    model: SamplingParams
-    user: SamplingParams
-    judge: SamplingParams
+class EvaluationSettings:
+    """The evaluation stage's defaults; eval_aloe.py takes its flag defaults from here.
+
+    The user simulator and the judge are fixed parts of the evaluation, not the model under test, so
+    they do not follow --model; the paper used GPT-4o-mini for both (see docs/evaluation.md).
+    """
+
+    helper_model: str = "embedded"  # default spec of the user simulator and the judge
+    turns: int = 10  # paper: 10
+    max_new_tokens: int = 128  # the model under test
+    user_temperature: float = 0.7
+    user_max_new_tokens: int = 64
+    judge_temperature: float = 0.0  # greedy
+    judge_max_new_tokens: int = 64
+    max_attempts: int = 3  # user simulator samples before an empty message ends a conversation
+    group_size: int = 100
+    bootstrap: int = 1000
+
+    def role_params(self, model: SamplingParams) -> Roles[SamplingParams]:
+        """Each role's sampling: the model under test's `model`, the simulator's and judge's from these settings."""
+        return Roles(model=model,
+                     user=model.replace(temperature=self.user_temperature, max_new_tokens=self.user_max_new_tokens),
+                     judge=model.replace(temperature=self.judge_temperature, max_new_tokens=self.judge_max_new_tokens))
 
 
-@dataclass
-class _State:
-    pair: PersonaPair
-    turns: list[EvalTurn] = field(default_factory=list)
-    stopped: str | None = None
+State = ItemState[PersonaPair]  # its turns: the EvalTurns so far; `stopped` says why it ended early
 
-    def history(self) -> list[Message]:
-        messages: list[Message] = []
-        for turn in self.turns:
-            messages.append({"role": "user", "content": turn.user})
-            messages.append({"role": "assistant", "content": turn.reply})
-        return messages
+
+def eval_history(state: State) -> list[Message]:
+    return history((turn.user, turn.reply) for turn in state.turns)
 
 
 class AloeEvaluation:
-    """Runs benchmark conversations in lockstep: each role's calls for turn k are one batch."""
+    """Runs evaluation conversations in lockstep: each role's calls for turn k are one batch.
 
-    def __init__(self, models: RoleModels, params: RoleParams, turns: int, run_hash: str, max_attempts: int = 3):
+    `models` and `params` hold the roles model (under test), user and judge (`aloe.lockstep.Roles`).
+    """
+
+    def __init__(self, models: Roles[ChatModel], params: Roles[SamplingParams], turns: int, run_hash: str,
+                 max_attempts: int = EvaluationSettings.max_attempts):
         if turns < 1:
             raise AloeError(f"--turns must be at least 1, got {turns}")
-        self.models = models
-        self.params = params
+        self.models = models.require(ROLES)
+        self.params = params.require(ROLES)
         self.turns = turns
         self.run_hash = run_hash
         self.max_attempts = max_attempts
 
-    def run(self, pairs: Sequence[PersonaPair], on_finish: Callable[[EvalRecord], None], group_size: int = 100) -> None:
+    def run(self, pairs: Sequence[PersonaPair], on_finish: Callable[[EvalRecord], None],
+            group_size: int = EvaluationSettings.group_size) -> None:
         """Evaluate every pair; each group's records go to `on_finish` once the group has finished."""
-        for start in range(0, len(pairs), max(1, group_size)):
-            states = [_State(pair) for pair in pairs[start:start + group_size]]
-            for k in range(self.turns):
-                active = [state for state in states if state.stopped is None]
-                if not active:
-                    break
-                self._advance(active, k)
-            for state in states:
-                on_finish(self._record(state))
+        run_lockstep(pairs, self.turns, self._advance, lambda state: on_finish(self._record(state)),
+                     group_size=group_size)
 
-    def _advance(self, active: list[_State], k: int) -> None:
+    def _advance(self, active: list[State], k: int) -> None:
         # 1. the simulated user speaks; an empty message is re-sampled, then ends that conversation
-        prompts = [user_simulator_messages(s.pair.profile.text, s.pair.personality.text, s.history()) for s in active]
-        messages: list[str] = [""] * len(active)
-        todo = list(range(len(active)))
-        for attempt in range(self.max_attempts):
-            if not todo:
-                break
-            replies = self.models.user.generate([prompts[i] for i in todo], self.params.user, [attempt] * len(todo))
-            for position, reply in zip(todo, replies):
-                messages[position] = clean_user_message(reply.text)
-            todo = [position for position in todo if not messages[position]]
+        messages = user_turns(self.models.user, self.params.user, self.max_attempts,
+                              [(s.item.profile.text, s.item.personality.text, eval_history(s)) for s in active])
         speaking = []
-        for position, state in enumerate(active):
-            if messages[position]:
-                speaking.append((state, messages[position]))
+        for state, message in zip(active, messages):
+            if message.ok:
+                speaking.append((state, message.value))
             else:
+                state.done = True
                 state.stopped = f"the user simulator gave an empty message at turn {k + 1} ({self.max_attempts} attempts)"
 
         # 2. the model under test sees the conversation only, exactly as a user would show it
-        chats = [[*state.history(), {"role": "user", "content": message}] for state, message in speaking]
-        replies = self._generate(self.models.model, chats, self.params.model)
+        chats = [[*eval_history(state), {"role": "user", "content": message}] for state, message in speaking]
+        replies = generate(self.models.model, chats, self.params.model)
 
         # 3. the judge scores every reply; the unparsed ones are asked once more with a reminder
-        judged = self.judge([(state.pair, message, reply.text) for (state, message), reply in zip(speaking, replies)])
+        judged = self.judge([(state.item, message, reply.text) for (state, message), reply in zip(speaking, replies)])
         for (state, message), reply, score in zip(speaking, replies, judged):
             state.turns.append(EvalTurn(turn=k + 1, user=message, reply=reply.text, finish_reason=reply.finish_reason,
                                         reply_tokens=reply.completion_tokens, judge=score))
@@ -212,16 +186,16 @@ class AloeEvaluation:
         """
         prompts = [score_judge.judge_messages(pair.profile.text, pair.personality.text, message, reply)
                    for pair, message, reply in items]
-        attempts: list[list[Verdict[int]]] = [list(history) for history in earlier] if earlier else [[] for _ in items]
+        attempts: list[list[Verdict[int]]] = [list(verdicts) for verdicts in earlier] if earlier else [[] for _ in items]
         asks = [len(history) for history in attempts]
-        for reply, history in zip(self._generate(self.models.judge, prompts, self.params.judge, asks), attempts):
-            history.append(score_judge.parse_score(reply.text))
-        retry = [i for i, history in enumerate(attempts) if not history[-1].parsed]
+        for reply, earlier_asks in zip(generate(self.models.judge, prompts, self.params.judge, asks), attempts):
+            earlier_asks.append(score_judge.parse_score(reply.text))
+        retry = [i for i, earlier_asks in enumerate(attempts) if not earlier_asks[-1].parsed]
         reminders = [score_judge.reminder_messages(prompts[i], attempts[i][-1]) for i in retry]
-        for position, reply in zip(retry, self._generate(self.models.judge, reminders, self.params.judge,
-                                                         [asks[i] for i in retry])):
+        for position, reply in zip(retry, generate(self.models.judge, reminders, self.params.judge,
+                                                   [asks[i] for i in retry])):
             attempts[position].append(score_judge.parse_score(reply.text))
-        return [TurnScore(**score_judge.ScoreJudgement(history).as_dict()) for history in attempts]
+        return [TurnScore(**score_judge.ScoreJudgement(verdicts).as_dict()) for verdicts in attempts]
 
     def rejudge(self, records: Sequence[EvalRecord]) -> list[EvalRecord]:
         """Ask the judge again about every stored turn without a score; returns the records that changed.
@@ -251,14 +225,9 @@ class AloeEvaluation:
                 changed[record.id] = record
         return list(changed.values())
 
-    @staticmethod
-    def _generate(model: ChatModel, prompts: list[list[Message]], params: SamplingParams,
-                  sample_indices: list[int] | None = None) -> list[Reply]:
-        if not prompts:
-            return []
-        return model.generate(prompts, params, sample_indices)
-    def _record(self, state: _State) -> EvalRecord:
-        pair = state.pair
+
+    def _record(self, state: State) -> EvalRecord:
+        pair = state.item
         return EvalRecord(id=pair.id, profile_id=pair.profile.id, personality_id=pair.personality.id,
                           profile=pair.profile.text, personality=pair.personality.text,
                           turns=state.turns, stopped=state.stopped, settings_hash=self.run_hash)
@@ -268,47 +237,3 @@ def _pair_of(record: EvalRecord) -> PersonaPair:
     profile = Persona(id=record.profile_id, text=record.profile)
     personality = Persona(id=record.personality_id, text=record.personality)
     return PersonaPair(record.id, profile, personality)
-
-
-# ---------------------------------------------------------------- results
-
-
-def result_metrics(records: Sequence[EvalRecord], turns: int, bootstrap_samples: int = 1000, seed: int = 0) -> dict:
-    return alignment_metrics([record.scores() for record in records], turns, bootstrap_samples, seed)
-
-
-def first_unparsed_reason(records: Sequence[EvalRecord]) -> str | None:
-    for record in records:
-        for turn in record.turns:
-            if turn.judge.score is None:
-                return turn.judge.reason
-    return None
-
-
-def plot_levels(curves: Sequence[tuple[str, dict]], path: str | Path, title: str = "ALOE alignment level per turn") -> Path:
-    """One line per (label, metrics) with its bootstrap band: AL(k) against turn k, on the 1-5 scale."""
-    from matplotlib.ticker import MaxNLocator
-
-    from aloe.plots import pyplot, save_figure
-
-    plt = pyplot()
-
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    for label, metrics in curves:
-        rows = [row for row in metrics["per_turn"] if row["al"] is not None]
-        turns = [row["turn"] for row in rows]
-        line, = axes.plot(turns, [row["al"] for row in rows], marker="o", label=label)
-        banded = [row for row in rows if row["al_ci"] is not None]
-        if banded:
-            axes.fill_between([row["turn"] for row in banded], [row["al_ci"][0] for row in banded],
-                              [row["al_ci"][1] for row in banded], color=line.get_color(), alpha=0.18, linewidth=0)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel("turn k")
-    axes.set_ylabel("alignment level AL(k)")
-    axes.set_ylim(0.8, 5.2)
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    if curves:
-        axes.legend(loc="best", fontsize="small")
-    figure.tight_layout()
-    return save_figure(figure, path)

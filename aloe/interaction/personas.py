@@ -8,26 +8,33 @@ file and the length bounds a parsed candidate must meet.
 from __future__ import annotations
 
 import hashlib
-import time
+import json
+import logging
 import random
 import re
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from aloe.errors import RecordError
-from aloe.jsonl import iter_records
+from aloe.errors import AloeError, RecordError
+from aloe.jsonl import JsonlWriter, read_records, write_json
 from aloe.messages import Message
+from aloe.models.base import ChatModel, SamplingParams
 from aloe.prompts import render
 from aloe.records import Persona
+from aloe.runs import RunFiles
+
+log = logging.getLogger("generate_personas")
 
 
 @dataclass(frozen=True)
 class PersonaKind:
     name: str
     plural: str  # file and summary names: profiles.jsonl, personalities.jsonl
-    prompt: str  # prompt file under aloe/prompts/
+    prompt: str  # prompt file under aloe/interaction/prompts/
     min_words: int
     max_words: int
     tokens_per_persona: int  # reply budget per requested persona: the default --max-new-tokens is per_request x this
@@ -47,13 +54,7 @@ KINDS = {
 
 def load_pool(path: str | Path, allow_empty: bool = False) -> list[Persona]:
     """A persona pool: Persona records or the seed repository's bare JSON strings, ids unique."""
-    records = []
-    seen: dict[str, int] = {}
-    for number, record in enumerate(iter_records(path, Persona, Persona.from_bare_string), start=1):
-        if record.id in seen:
-            raise RecordError(f"{path}: id: {record.id!r} appears twice (records {seen[record.id]} and {number})")
-        seen[record.id] = number
-        records.append(record)
+    records = read_records(path, Persona, Persona.from_bare_string, allow_empty=True, unique_ids=True)
     if not records and not allow_empty:
         raise RecordError(f"{path}: no records (a pool file holds one persona per line)")
     return records
@@ -204,13 +205,19 @@ def parse_candidates(text: str, min_words: int, max_words: int, truncated: bool 
 
 @dataclass(frozen=True)
 class GrowthSettings:
-    examples_per_prompt: int = 5
-    per_request: int = 20
-    requests_per_round: int = 4
+    """Pool growth's settings; generate_personas.py takes its flag defaults from here."""
+
+    examples_per_prompt: int = 5  # pool personas shown per request (paper: 5)
+    per_request: int = 20  # new personas asked for per request (paper: 20)
+    requests_per_round: int = 2  # suits a CPU demo; raise it for API/vLLM models (e.g. 32)
     min_words: int = 25
     max_words: int = 200
     seed: int = 0
     shard: tuple[int, int] = (0, 1)  # (index, count): shards draw different examples and samples
+    max_rounds: int = 3  # rounds one run may take before it stops short of the target
+    threshold: float = 0.6  # keep a candidate iff its max cosine similarity to the pool is at most this (paper)
+    embedder: str = "embedded"
+    temperature: float = 0.8  # the paper's
 
 
 @dataclass
@@ -305,3 +312,107 @@ class PoolGrowth:
             "pool_size": len(self.texts),
         }
         return RoundResult(accepted, log)
+
+
+def grow_pool(run: RunFiles, kind: PersonaKind, pool: list[Persona], new_seeds: Sequence[Persona], target: int,
+              settings: GrowthSettings, load_model: Callable[[], ChatModel], params: SamplingParams,
+              provenance_of: Callable[[ChatModel, Any], dict], overwrite: bool = False) -> tuple[int, int, list[dict]]:
+    """The stage: write `new_seeds`, then grow `pool` toward `target` for at most `settings.max_rounds`
+    rounds, appending each accepted persona and logging each round to `run.rounds`.
+
+    Returns (pool size, personas added by this run, this run's round logs). The model and the embedder
+    are loaded only when the pool is short of the target.
+    """
+    from aloe.sentence_embeddings import NoveltyFilter, load_embedder
+
+    history = [] if overwrite or not run.rounds.exists() else _read_rounds(run.rounds)
+    this_run: list[dict] = []
+    added = 0
+    growing = len(pool) < target
+    # Loaded before the output is touched, so a bad --model or --embedder loses nothing.
+    embedder = load_embedder(settings.embedder) if growing else None
+    model = load_model() if growing else None
+    with JsonlWriter(run.main, overwrite=overwrite) as writer:
+        writer.write_all(new_seeds)
+        if not growing:
+            return len(pool), added, this_run
+        write_json(run.provenance, provenance_of(model, embedder))
+        novelty = NoveltyFilter(embedder, settings.threshold)
+        novelty.add([persona.text for persona in pool], [persona.id for persona in pool])
+        growth = PoolGrowth(kind, model, params, novelty, pool, settings)
+        next_round = max((persona.round for persona in pool), default=0) + 1
+        for round_number in range(next_round, next_round + settings.max_rounds):
+            if len(growth.texts) >= target:
+                break
+            result = growth.run_round(round_number, room=target - len(growth.texts))
+            writer.write_all(result.accepted)
+            added += len(result.accepted)
+            this_run.append(result.log)
+            write_json(run.rounds, {"kind": kind.name, "output": str(run.main), "rounds": history + this_run})
+            entry = result.log
+            log.info("round %d: %d requests, %d candidates parsed, %d novel (%.0f%%), pool %d/%d, %.1fs",
+                     round_number, entry["requests"], entry["parsed"], entry["novel"], 100 * entry["acceptance_rate"],
+                     entry["pool_size"], target, entry["generate_s"] + entry["filter_s"])
+    return len(growth.texts), added, this_run
+
+
+def _read_rounds(path: Path) -> list[dict]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("rounds", [])
+    except (json.JSONDecodeError, AttributeError):
+        return []  # a damaged log only loses history; the pool itself is the JSONL output
+
+
+# ---------------------------------------------------------------- pairing
+
+
+@dataclass(frozen=True)
+class PersonaPair:
+    """One conversation to generate: a profile, a personality and the id derived from both."""
+
+    id: str
+    profile: Persona
+    personality: Persona
+
+
+def pair_id(profile: Persona, personality: Persona) -> str:
+    # From the two persona ids, not from a position, so ids survive sharding, resuming and a larger N.
+    return "conv-" + hashlib.sha1(f"{profile.id}\n{personality.id}".encode()).hexdigest()[:12]
+
+
+def pair_personas(profiles: Sequence[Persona], personalities: Sequence[Persona], count: int, seed: int) -> list[PersonaPair]:
+    """`count` distinct (profile, personality) pairs drawn with a seeded RNG.
+
+    Draws are sequential, so the first N pairs of a seed are the same whatever `count` is.
+    """
+    total = len(profiles) * len(personalities)
+    if count > total:
+        raise AloeError(f"--num-conversations {count} is more than the {len(profiles)} profiles x "
+                        f"{len(personalities)} personalities = {total} distinct pairs; lower it or add personas")
+    rng = random.Random(seed)
+    seen: set[tuple[int, int]] = set()
+    pairs = []
+    while len(pairs) < count:
+        key = (rng.randrange(len(profiles)), rng.randrange(len(personalities)))
+        if key in seen:
+            continue
+        seen.add(key)
+        profile, personality = profiles[key[0]], personalities[key[1]]
+        pairs.append(PersonaPair(pair_id(profile, personality), profile, personality))
+    return pairs
+
+
+def ordered_pairs(profiles: Sequence[Persona], personalities: Sequence[Persona]) -> list[PersonaPair]:
+    """Every (profile, personality) pair, in an order whose every prefix spreads over both lists.
+
+    Pair i takes profile i mod P and personality (i mod P + i div P) mod Q: the first min(P, Q)
+    pairs use distinct profiles and distinct personalities, so `--limit 5` on the 20 x 5 benchmark
+    meets 5 different people, and the full list still holds each pair exactly once.
+    """
+    count_p, count_q = len(profiles), len(personalities)
+    pairs = []
+    for index in range(count_p * count_q):
+        p = index % count_p
+        q = (p + index // count_p) % count_q
+        pairs.append(PersonaPair(pair_id(profiles[p], personalities[q]), profiles[p], personalities[q]))
+    return pairs

@@ -1,4 +1,4 @@
-"""The simulated user, shared by data generation and the ALOE benchmark so both talk to the same person.
+"""The simulated user, shared by data generation and the ALOE evaluation so both talk to the same person.
 
 The simulator sees the conversation from its own side: its past messages are its `assistant`
 turns and the chatbot's replies are `user` turns. Roles come from the transcript's explicit
@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from aloe.messages import flip_roles
-from aloe.messages import Message
+from aloe.lockstep import Outcome, generate_checked
+from aloe.messages import Message, flip_roles
+from aloe.models.base import ChatModel, SamplingParams
 from aloe.prompts import render
 
 USER_SIMULATOR_PROMPTS = ("user_simulator", "user_simulator_opening")
@@ -42,3 +43,17 @@ def clean_user_message(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'“”":
         text = text[1:-1].strip()
     return text.strip('"“” ')
+
+
+def user_message(text: str) -> tuple[str, str | None]:
+    """The check of a simulator's output: the cleaned message, rejected when nothing is left."""
+    message = clean_user_message(text)
+    return message, None if message else "empty message"
+
+
+def user_turns(model: ChatModel, params: SamplingParams, max_attempts: int,
+               people: Sequence[tuple[str, str, Sequence[Message]]]) -> list[Outcome]:
+    """The simulated user's next message in each of many chats, one batch: (profile, personality, chat so far)
+    in, an `Outcome` out whose value is the cleaned message; an empty one is re-sampled up to `max_attempts`."""
+    prompts = [user_simulator_messages(profile, personality, chat) for profile, personality, chat in people]
+    return generate_checked(model, prompts, params, user_message, max_attempts)

@@ -12,11 +12,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aloe.messages import format_transcript
 from aloe.judges import Verdict, agreement
-from aloe.messages import Message
+from aloe.messages import Message, format_transcript
 from aloe.prompts import render
-from aloe.records import JudgedOrder, ReplySource, TurnJudgement
+from aloe.records import Branch, JudgedOrder, PairedReplies, ReplySource, TurnJudgement
 
 PROMPT = "preference_judge"
 ON_TIE_RULES = ("hinted", "skip", "random")
@@ -73,6 +72,16 @@ def picked(order: JudgedOrder) -> ReplySource | None:
     return order.shown[0] if order.verdict == "A" else order.shown[1]
 
 
+def branch_of(source: ReplySource, winner: ReplySource) -> Branch:
+    """The one mapping from the judged replies (hinted, plain) to the stored branches: the winner is `preferred`."""
+    return "preferred" if source == winner else "rejected"
+
+
+def paired_replies(winner: ReplySource, hinted: str, plain: str) -> PairedReplies:
+    """The turn's two replies stored under their branch names."""
+    return PairedReplies(**{branch_of("hinted", winner): hinted, branch_of("plain", winner): plain})
+
+
 def combine(orders: Sequence[JudgedOrder], on_tie: str, rng: random.Random) -> TurnJudgement | None:
     """One turn's judgement from both orders; None when `on_tie` is "skip" and the orders did not agree.
 
@@ -91,7 +100,7 @@ def combine(orders: Sequence[JudgedOrder], on_tie: str, rng: random.Random) -> T
         resolved_by = f"on-tie:{on_tie}"
     return TurnJudgement(
         orders=list(orders), outcome=outcome, winner=winner, resolved_by=resolved_by,
-        hinted="preferred" if winner == "hinted" else "rejected",
+        hinted=branch_of("hinted", winner),
     )
 
 

@@ -1,0 +1,253 @@
+"""ALOE evaluation runs and their result file: the schema, its one reader, the writer, resume and
+merge of a run, and the AL(k) plot.
+
+`results/aloe/<model>.json` holds the run's settings and identity (the settings that decide what the
+numbers mean, hashed into `settings_hash`), the models, provenance and the metrics recomputed from the
+per-conversation records beside it. Files written by earlier versions read unchanged: every field they
+hold is here, and unknown keys are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from aloe.errors import AloeError
+from aloe.interaction.evaluation import (
+    PROMPTS, AloeEvaluation, EvalRecord, EvaluationSettings, prompt_hashes, read_eval_records,
+)
+from aloe.interaction.personas import PersonaPair
+from aloe.jsonl import JsonlWriter, merge_jsonl, rewrite_jsonl, write_json
+from aloe.lockstep import Roles
+from aloe.metrics import alignment_metrics
+from aloe.models import LOCAL_BACKENDS, resolve_spec
+from aloe.provenance import provenance
+from aloe.records import Record
+from aloe.runs import RunFiles, settings_differences, settings_hash
+
+log = logging.getLogger("eval_aloe")
+
+
+class AloeResult(Record):
+    """One ALOE evaluation result (`evaluation/eval_aloe.py`), as written to `<model>.json`."""
+
+    benchmark: Literal["aloe"] = "aloe"  # the kind of result file (kept for files already written)
+    name: str
+    model: str
+    models: dict[str, str]  # role (model, user, judge) -> spec
+    settings: dict[str, Any]  # every flag of the run
+    identity: dict[str, Any]  # the settings that decide what the numbers mean
+    settings_hash: str
+    records: str  # the per-conversation records file
+    plot: str
+    metrics: dict[str, Any]  # aloe.metrics.alignment_metrics
+    first_unparsed_reason: str | None = None
+    stopped_early: int = 0
+    provenance: dict[str, Any] = {}
+
+
+def read_result(path: str | Path) -> AloeResult:
+    """The one reader of result files; anything else is one AloeError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise AloeError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AloeError(f"{path}: not valid JSON ({getattr(exc, 'msg', exc)}); remove it or pass --overwrite") from None
+    if not isinstance(data, dict) or data.get("benchmark") != "aloe":
+        raise AloeError(f"{path}: not an ALOE result (expected the JSON written by evaluation/eval_aloe.py); "
+                        "choose another file or --output")
+    try:
+        return AloeResult.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise AloeError(f"{path}: not an ALOE result ({field}: {first['msg']})") from None
+
+
+def result_metrics(records: Sequence[EvalRecord], turns: int, bootstrap_samples: int = 1000, seed: int = 0) -> dict:
+    return alignment_metrics([record.scores() for record in records], turns, bootstrap_samples, seed)
+
+
+def first_unparsed_reason(records: Sequence[EvalRecord]) -> str | None:
+    for record in records:
+        for turn in record.turns:
+            if turn.judge.score is None:
+                return turn.judge.reason
+    return None
+
+
+def write_result(run: RunFiles, settings: dict, identity: dict, records: Sequence[EvalRecord], models: dict
+                 ) -> AloeResult:
+    """Metrics from the records, the result JSON and its plot, for the run `run`."""
+    metrics = result_metrics(records, identity["turns"], settings["bootstrap"], settings["seed"])
+    result = AloeResult(
+        name=run.stem,
+        model=identity["model"],
+        models={"model": identity["model"], "user": identity["user_model"], "judge": identity["judge_model"]},
+        settings=settings,
+        identity=identity,
+        settings_hash=settings_hash(identity),
+        records=str(run.beside("records.jsonl")),
+        plot=str(run.beside("png")),
+        metrics=metrics,
+        first_unparsed_reason=first_unparsed_reason(records),
+        stopped_early=sum(record.stopped is not None for record in records),
+        provenance=provenance(settings, models, list(PROMPTS)),
+    )
+    write_json(run.main, result.model_dump(mode="json"))
+    plot_levels([(result.name, metrics)], result.plot, title=f"ALOE: {result.name}")
+    return result
+
+
+# Settings that change what the numbers mean; a result is only resumed or replaced under the same ones
+# (with the resolved local dtype, the persona texts and the prompt files: see run_identity).
+IDENTITY_KEYS = ("model", "user_model", "judge_model", "turns", "seed", "temperature", "top_p", "max_new_tokens",
+                 "user_temperature", "user_max_new_tokens", "judge_temperature", "judge_max_new_tokens", "max_attempts")
+
+
+def run_identity(args, personas: str) -> dict:
+    """The identity of a run from its parsed flags and the hash of its persona texts."""
+    identity = {key: getattr(args, key) for key in IDENTITY_KEYS}
+    specs = [identity["model"], identity["user_model"], identity["judge_model"]]
+    identity.update(personas=personas, prompts=prompt_hashes(), dtype=local_dtype(args.dtype, specs))
+    return identity
+
+
+def local_dtype(choice: str, specs) -> str | None:
+    """What --dtype means here: `auto` is bf16 on one machine and fp32 on another, whose replies differ."""
+    if not any(resolve_spec(spec).backend in LOCAL_BACKENDS for spec in specs):
+        return None  # API models only: the flag changes nothing
+    from aloe.models.local import inference_dtype_name
+
+    return inference_dtype_name(choice)
+
+
+def evaluate(run: RunFiles, pairs: Sequence[PersonaPair], identity: dict, settings: dict,
+             load_models: Callable[[], Roles], params: Roles, stage: EvaluationSettings,
+             overwrite: bool = False) -> AloeResult:
+    """Evaluate `pairs` into `run`'s files: resume what is there (refusing a run of other settings),
+    ask the judge again about the turns left unscored, evaluate the rest, and write the result.
+
+    `load_models` is called only when a model call is needed, so a finished run loads nothing.
+    """
+    run_hash = settings_hash(identity)
+    records_path = run.beside("records.jsonl")
+    if overwrite:
+        for path in (run.main, records_path, run.beside("png")):
+            path.unlink(missing_ok=True)
+    elif run.main.exists():
+        existing = read_result(run.main)
+        if existing.settings_hash != run_hash:
+            raise AloeError(f"{run.main} holds a result of other settings "
+                            f"({settings_differences(existing.identity, identity)}); "
+                            "pass --overwrite to replace it or choose another --output")
+    records = {record.id: record for record in read_eval_records(records_path)} if records_path.exists() else {}
+    foreign = [record for record in records.values() if record.settings_hash != run_hash]
+    if foreign:
+        raise AloeError(f"{records_path} holds {len(foreign)} conversations run with other settings; "
+                        "pass --overwrite to start over or choose another --output")
+    pending = [pair for pair in pairs if pair.id not in records]
+    # A verdict the judge left unparsed is asked again on the next run, never stored as a number.
+    unscored = [records[pair.id] for pair in pairs if pair.id in records
+                and any(turn.judge.score is None for turn in records[pair.id].turns)]
+    log.info("%d conversations: %d already in %s, %d to evaluate", len(pairs), len(pairs) - len(pending),
+             records_path, len(pending))
+
+    described = {role: {"spec": identity[key]} for role, key in (("model", "model"), ("user", "user_model"),
+                                                                 ("judge", "judge_model"))}
+    if pending or unscored:
+        models = load_models()
+        described = {role: model.describe() for role, model in models.items()}
+        engine = AloeEvaluation(models, params, identity["turns"], run_hash, max_attempts=stage.max_attempts)
+    if unscored:
+        before = sum(turn.judge.score is None for record in unscored for turn in record.turns)
+        changed = engine.rejudge(unscored)
+        rewrite_jsonl(records_path, list(records.values()))
+        after = sum(turn.judge.score is None for record in unscored for turn in record.turns)
+        log.info("asked the judge again about %d unscored turns from the last run: %d now scored (%d conversations "
+                 "updated in %s)", before, before - after, len(changed), records_path)
+    if pending:
+        with JsonlWriter(records_path) as writer:
+
+            def finish(record):
+                writer.write(record)
+                records[record.id] = record
+
+            try:
+                engine.run(pending, finish, group_size=stage.group_size)
+            except AloeError as exc:
+                raise AloeError(f"{exc} ({len(records)} finished conversations are saved in {records_path}; "
+                                "re-run the same command to resume)") from None
+    return write_result(run, settings, identity, [records[pair.id] for pair in pairs], described)
+
+
+def merge_results(run: RunFiles, overwrite: bool = False) -> tuple[AloeResult, str]:
+    """Join the finished shard results of `run`'s output into one result, metrics recomputed over all
+    conversations; returns it with a note for the summary line."""
+    shard_runs = run.complete_shards()
+    shards = [read_result(shard.main) for shard in shard_runs]
+    odd = [shard for shard in shards if shard.settings_hash != shards[0].settings_hash]
+    if odd:
+        raise AloeError(f"the shard results in {run.folder} were run with different settings "
+                        f"({settings_differences(shards[0].identity, odd[0].identity)}); re-run the odd shard")
+    if run.main.exists() and not overwrite:
+        existing = read_result(run.main)
+        if existing.settings_hash != shards[0].settings_hash:
+            raise AloeError(f"{run.main} holds a result with other settings "
+                            f"({settings_differences(existing.identity, shards[0].identity)}); pass --overwrite")
+    records_path = run.beside("records.jsonl")
+    kept, dropped = merge_jsonl([shard.records for shard in shards], records_path)
+    settings = {**shards[0].settings, "shard": None, "merged_from": [str(shard.main) for shard in shard_runs]}
+    result = write_result(run, settings, shards[0].identity, read_eval_records(records_path),
+                          shards[0].provenance["models"])
+    return result, f" (merged {len(shards)} shards, {dropped} duplicates dropped)"
+
+
+def summary(result: AloeResult, path: Path, elapsed: float, extra: str = "") -> str:
+    """The stage's one-line summary."""
+    m = result.metrics
+
+    def num(value, fmt="{:.2f}"):
+        return "n/a" if value is None else fmt.format(value)
+
+    return (f"{result.name}: {m['conversations']} conversations x {m['turns']} turns{extra}; "
+            f"AL(1) {num(m['al'][0])}, AL({m['turns']}) {num(m['al'][-1])}, mean AL {num(m['mean_al'])}, "
+            f"IR {num(m['ir'], '{:+.3f}')}, N-IR {num(m['n_ir'], '{:+.3f}')}; "
+            f"{m['parsed']} scores parsed, {m['unparsed']} unparsed; wrote {result.records}, "
+            f"{result.plot} and {path} in {elapsed:.1f}s")
+
+
+def plot_levels(curves: Sequence[tuple[str, dict]], path: str | Path, title: str = "ALOE alignment level per turn") -> Path:
+    """One line per (label, metrics) with its bootstrap band: AL(k) against turn k, on the 1-5 scale."""
+    from matplotlib.ticker import MaxNLocator
+
+    from aloe.plots import pyplot, save_figure
+
+    plt = pyplot()
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    for label, metrics in curves:
+        rows = [row for row in metrics["per_turn"] if row["al"] is not None]
+        turns = [row["turn"] for row in rows]
+        line, = axes.plot(turns, [row["al"] for row in rows], marker="o", label=label)
+        banded = [row for row in rows if row["al_ci"] is not None]
+        if banded:
+            axes.fill_between([row["turn"] for row in banded], [row["al_ci"][0] for row in banded],
+                              [row["al_ci"][1] for row in banded], color=line.get_color(), alpha=0.18, linewidth=0)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("turn k")
+    axes.set_ylabel("alignment level AL(k)")
+    axes.set_ylim(0.8, 5.2)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    if curves:
+        axes.legend(loc="best", fontsize="small")
+    figure.tight_layout()
+    return save_figure(figure, path)
