@@ -11,14 +11,14 @@ instead of dropping them: a response cut at the token limit, an empty one, or on
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import Field, field_validator
 
 from aloe.errors import RecordError
-from aloe.jsonl import read_records
+from aloe.jsonl import check_unique_ids, read_records
 from aloe.messages import Message
 from aloe.models.base import ChatModel, SamplingParams
 from aloe.prompts import render
@@ -86,8 +86,7 @@ def condition_messages(prompt: str, condition: str | None, placement: str) -> tu
 
 def prompt_requests(path, condition_field: str | None, placement: str) -> list[ResponseRequest]:
     """Requests for a JSONL file of prompt records, the condition read from `condition_field` (None: no condition)."""
-    records = read_records(path, PromptRecord)
-    check_unique_ids(path, (record.id for record in records))
+    records = read_records(path, PromptRecord, unique_ids=True)
     requests = []
     for number, record in enumerate(records, start=1):
         condition = None
@@ -176,11 +175,10 @@ def read_responses(path) -> list[Response]:
         raise RecordError(f"{path}: file not found")
     with path.open("rb") as handle:
         head = handle.read(4096).lstrip()
-    if head.startswith(b"["):
-        records = _read_response_array(path)
-    else:
-        records = read_records(path, Response)
-    check_unique_ids(path, (record.id for record in records))
+    if not head.startswith(b"["):
+        return read_records(path, Response, unique_ids=True)
+    records = _read_response_array(path)
+    check_unique_ids(path, records)
     return records
 
 
@@ -216,11 +214,3 @@ def strip_eos(text: str) -> tuple[str, bool]:
         marker = next(marker for marker in EOS_MARKERS if text.endswith(marker))
         text, ended = text[:-len(marker)].rstrip(), True
     return text, ended
-
-
-def check_unique_ids(path, ids: Iterable[str]) -> None:
-    seen: dict[str, int] = {}
-    for number, record_id in enumerate(ids, start=1):
-        if record_id in seen:
-            raise RecordError(f"{path}: record {number}: id: {record_id!r} repeats record {seen[record_id]}")
-        seen[record_id] = number

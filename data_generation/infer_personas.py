@@ -17,11 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, shard_arg, shard_path, take_shard
+from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, shard_arg, take_shard
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, rewrite_jsonl, write_json
 from aloe.models import resolve_spec
 from aloe.provenance import provenance
+from aloe.runs import RunFiles
 from aloe.tailoring.inference import (
     GENERAL, InferenceSettings, check_domains, infer_personas, prompt_names, read_exemplars,
 )
@@ -74,26 +75,30 @@ def main(argv=None):
                                  resample_temperature=args.resample_temperature, seed=args.seed,
                                  shots=args.shots)
 
-    output = shard_path(args.output, args.shard)
-    done = {} if args.overwrite or not output.exists() else {pair.id: pair for pair in read_pairs(output, allow_empty=True)}
-    unfinished = [pair for pair in pairs if pair.id in done and not (done[pair.id].chosen_persona and done[pair.id].rejected_persona)]
-    pending = [pair for pair in pairs if pair.id not in done]
-    model = model_pool(args, output).get(args.model) if pending or unfinished else None
-    if unfinished:
-        for pair in infer_personas(model, unfinished, exemplars, args.domain, settings):
-            done[pair.id] = pair
-        rewrite_jsonl(output, [done[pair.id] for pair in pairs if pair.id in done])
-    with JsonlWriter(output, overwrite=args.overwrite) as writer:
-        for start in range(0, len(pending), args.group_size):
-            for pair in infer_personas(model, pending[start:start + args.group_size], exemplars, args.domain, settings):
-                writer.write(pair)
+    run = RunFiles(args.output, args.shard)
+    output = run.main
+    args.cache = str(run.cache(args.cache))
+    with run.lock():
+        done = {} if args.overwrite or not output.exists() else {pair.id: pair for pair in read_pairs(output, allow_empty=True)}
+        unfinished = [pair for pair in pairs if pair.id in done
+                      and not (done[pair.id].chosen_persona and done[pair.id].rejected_persona)]
+        pending = [pair for pair in pairs if pair.id not in done]
+        model = model_pool(args, output).get(args.model) if pending or unfinished else None
+        if unfinished:
+            for pair in infer_personas(model, unfinished, exemplars, args.domain, settings):
                 done[pair.id] = pair
-    results = [done[pair.id] for pair in pairs]
-    missing = sum(pair.persona(side) is None for pair in results for side in ("chosen", "rejected"))
-    domains = sorted({pair.domain or args.domain for pair in pairs})
-    write_json(output.with_name(output.stem + ".run.json"), provenance(
-        {key: value for key, value in vars(args).items()}, {"model": model.describe() if model else {"spec": args.model}},
-        prompt_names(domains)))
+            rewrite_jsonl(output, [done[pair.id] for pair in pairs if pair.id in done])
+        with JsonlWriter(output, overwrite=args.overwrite) as writer:
+            for start in range(0, len(pending), args.group_size):
+                for pair in infer_personas(model, pending[start:start + args.group_size], exemplars, args.domain,
+                                           settings):
+                    writer.write(pair)
+                    done[pair.id] = pair
+        results = [done[pair.id] for pair in pairs]
+        missing = sum(pair.persona(side) is None for pair in results for side in ("chosen", "rejected"))
+        domains = sorted({pair.domain or args.domain for pair in pairs})
+        write_json(run.provenance, provenance(
+            dict(vars(args)), {"model": model.describe() if model else {"spec": args.model}}, prompt_names(domains)))
     print(f"{len(pending) + len(unfinished)} pairs inferred ({len(pairs) - len(pending) - len(unfinished)} already done); "
           f"{2 * len(results) - missing} of {2 * len(results)} personas usable; wrote {output} in "
           f"{time.perf_counter() - started:.1f}s")

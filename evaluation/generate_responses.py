@@ -18,11 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params, shard_arg, shard_path, take_shard
+from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params, shard_arg, take_shard
 from aloe.errors import AloeError
-from aloe.jsonl import JsonlWriter, existing_ids
+from aloe.jsonl import JsonlWriter, existing_ids, write_json
 from aloe.models import resolve_spec, short_name
-from aloe.responses import PLACEMENTS, generate_responses, prompt_requests
+from aloe.runs import RunFiles
+from aloe.provenance import provenance
+from aloe.responses import AFTER_PROMPT, PLACEMENTS, generate_responses, prompt_requests
 from aloe.tailoring.generation import PERSONA_TYPES, persona_requests
 from aloe.tailoring.inference import GENERAL
 from aloe.tailoring.pairs import read_pairs
@@ -69,22 +71,27 @@ def main(argv=None):
                                     args.train_pairs, args.system_persona, args.embedder)
     requests = take_shard(requests[:args.limit], args.shard)
     name = short_name(args.model) + (f".{args.persona}" if args.pairs else "")
-    output = shard_path(args.output or Path("runs") / "responses" / f"{name}.jsonl", args.shard)
-    done = set() if args.overwrite else existing_ids(output)
-    pending = [request for request in requests if request.id not in done]
+    run = RunFiles(args.output or Path("runs") / "responses" / f"{name}.jsonl", args.shard)
+    output = run.main
+    args.cache = str(run.cache(args.cache))
     flagged = 0
-    with JsonlWriter(output, overwrite=args.overwrite) as writer:
-        def write(response):
-            nonlocal flagged
-            flagged += bool(response.flags)
-            writer.write(response)
+    with run.lock():
+        done = set() if args.overwrite else existing_ids(output)
+        pending = [request for request in requests if request.id not in done]
+        with JsonlWriter(output, overwrite=args.overwrite) as writer:
+            def write(response):
+                nonlocal flagged
+                flagged += bool(response.flags)
+                writer.write(response)
 
-        if pending:
-            model = model_pool(args, output).get(args.model)
-            try:
-                generate_responses(model, pending, sampling_params(args), write, args.group_size)
-            except AloeError as exc:
-                raise AloeError(f"{exc} (finished responses are saved in {output}; re-run to resume)") from None
+            model = model_pool(args, output).get(args.model) if pending else None
+            if pending:
+                try:
+                    generate_responses(model, pending, sampling_params(args), write, args.group_size)
+                except AloeError as exc:
+                    raise AloeError(f"{exc} (finished responses are saved in {output}; re-run to resume)") from None
+        write_json(run.provenance, provenance(dict(vars(args)), {"model": model.describe() if model else {"spec": args.model}},
+                                              [AFTER_PROMPT] if args.placement == "after-prompt" else []))
     print(f"{len(pending)} responses generated ({len(requests) - len(pending)} already in {output}), "
           f"{flagged} flagged as degenerate; wrote {output} in {time.perf_counter() - started:.1f}s")
 

@@ -24,6 +24,7 @@ from aloe.jsonl import write_json
 from aloe.models import resolve_spec
 from aloe.prompts import prompt_hash
 from aloe.provenance import file_hash, provenance
+from aloe.runs import RunFiles
 from aloe.tailoring.accuracy import (
     accuracy_items, accuracy_judge, accuracy_report, judged_pairs, preference_items, preference_judge,
     preference_report, saliency,
@@ -84,7 +85,9 @@ def main(argv=None):
     all_pairs = read_pairs(args.pairs)
     pairs = judged_pairs(args.pairs, all_pairs)
     output = Path(args.output or Path("results") / "tailoring" / f"{Path(args.pairs).stem}.accuracy.json")
-    judgements_path = output.with_name(output.stem + ".judgements.jsonl")
+    run = RunFiles(output, suffix=".json")
+    judgements_path = run.beside("judgements.jsonl")
+    args.cache = str(run.cache(args.cache))
     params = sampling_params(args)
     judges = {"accuracy": (accuracy_judge(), accuracy_items(pairs))}
     if args.preferences:

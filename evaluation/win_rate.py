@@ -29,6 +29,7 @@ from aloe.judges.pairwise import (
 from aloe.models import resolve_spec
 from aloe.prompts import prompt_hash
 from aloe.provenance import file_hash, provenance
+from aloe.runs import RunFiles
 from aloe.responses import read_responses
 
 DEFAULT_CRITERIA = ("quality", "personalization")
@@ -91,7 +92,9 @@ def main(argv=None):
     path_a, path_b = args.files
     items = matched_items(path_a, read_responses(path_a), path_b, read_responses(path_b))
     output = Path(args.output or Path("results") / "win_rate" / f"{Path(path_a).stem}_vs_{Path(path_b).stem}.json")
-    judgements_path = output.with_name(output.stem + ".judgements.jsonl")
+    run = RunFiles(output, suffix=".json")
+    judgements_path = run.beside("judgements.jsonl")
+    args.cache = str(run.cache(args.cache))
     params = sampling_params(args)
     identity = {"a": file_hash(path_a), "b": file_hash(path_b), "judge": judge_spec, "params": params.as_dict(),
                 "prompts": {name: prompt_hash(name) for name in prompts}}

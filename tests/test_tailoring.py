@@ -71,7 +71,7 @@ def test_readers_accept_jsonl_json_csv_parquet_and_author_columns(tmp_path):
 @pytest.mark.parametrize("line, field", [
     ('{"id": "x", "prompt": "Q", "rejected": "r"}', "chosen: missing"),
     ('{"id": "x", "prompt": "  ", "chosen": "c", "rejected": "r"}', "prompt"),
-    ('{"id": "x", "prompt": "Q", "chosen": "c", "rejected": "r"}\n{"id": "x", "prompt": "Q2", "chosen": "c", "rejected": "r"}', "record 2: id"),
+    ('{"id": "x", "prompt": "Q", "chosen": "c", "rejected": "r"}\n{"id": "x", "prompt": "Q2", "chosen": "c", "rejected": "r"}', "id: 'x' appears twice"),
     ('["not", "an", "object"]', "record 1: record"),
 ])
 def test_bad_pairs_name_file_record_and_field(tmp_path, line, field):

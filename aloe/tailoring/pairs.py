@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from aloe.errors import RecordError
+from aloe.jsonl import check_unique_ids
 from aloe.messages import Message, format_transcript
 from aloe.records import Conversation, PreferencePair, content_id
 
@@ -116,16 +117,8 @@ def read_pairs(path: str | Path, domain: str | None = None, *, allow_empty: bool
             pairs.extend(conversation_pairs(row, where))
         else:
             pairs.append(_validate(row, where, len(pairs), domain))
-    check_unique(path, pairs)
+    check_unique_ids(path, pairs)
     return pairs
-
-
-def check_unique(source: Any, pairs: list[PreferencePair]) -> None:
-    seen: dict[str, int] = {}
-    for number, pair in enumerate(pairs, start=1):
-        if pair.id in seen:
-            raise RecordError(f"{source}: record {number}: id: {pair.id!r} repeats record {seen[pair.id]}")
-        seen[pair.id] = number
 
 
 def conversation_pairs(data: dict, where: str) -> list[PreferencePair]:
@@ -158,5 +151,5 @@ def load_hub_pairs(name: str, config: str | None, split: str) -> list[Preference
     where = f"{name}/{config or 'default'}/{split}"
     domain = DOMAIN_ALIASES.get(config or "", config)
     pairs = [_validate(row, f"{where}: record {n}", n - 1, domain) for n, row in enumerate(dataset, start=1)]
-    check_unique(where, pairs)
+    check_unique_ids(where, pairs)
     return pairs
