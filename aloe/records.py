@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Branch = Literal["preferred", "rejected"]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+NonBlank = Annotated[str, AfterValidator(_not_blank)]  # text that must hold more than whitespace
 
 
 class Record(BaseModel):
@@ -102,17 +111,10 @@ class Conversation(Record):
     """A tree-structured conversation: the continuing branch plus one sibling leaf per turn."""
 
     id: str = ""
-    profile: str
-    personality: str
+    profile: NonBlank
+    personality: NonBlank
     conversations: list[Turn] = Field(min_length=1)
     meta: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("profile", "personality")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
 
     @model_validator(mode="after")
     def _stable_id(self) -> "Conversation":
@@ -153,9 +155,9 @@ class PreferencePair(Record):
     """
 
     id: str = ""
-    prompt: str = Field(min_length=1)
-    chosen: str
-    rejected: str
+    prompt: NonBlank
+    chosen: NonBlank
+    rejected: NonBlank
     domain: str | None = None
     system: str | None = None
     chosen_persona: str | None = None
@@ -167,13 +169,6 @@ class PreferencePair(Record):
     chosen_persona_retr: str | None = None
     rejected_persona_retr: str | None = None
     history: list[dict[str, str]] | None = None
-
-    @field_validator("prompt", "chosen", "rejected")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
 
     @model_validator(mode="after")
     def _stable_id(self) -> "PreferencePair":

@@ -15,14 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from aloe.errors import RecordError
 from aloe.jsonl import check_unique_ids, read_records
 from aloe.messages import Message
 from aloe.models.base import ChatModel, SamplingParams
 from aloe.prompts import render
-from aloe.records import Record
+from aloe.records import NonBlank, Record
 
 REPEAT_NGRAM = 8
 FLAGS = ("truncated", "empty", "repeated_ngram", "prefix_reattached")  # what `flags` may hold
@@ -32,14 +32,7 @@ class PromptRecord(Record):
     """A prompt to answer: an id, the prompt, and any other fields (one of them may be the condition)."""
 
     id: str = Field(min_length=1)
-    prompt: str
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
+    prompt: NonBlank
 
 
 class Response(PromptRecord):
