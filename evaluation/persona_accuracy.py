@@ -94,26 +94,27 @@ def main(argv=None):
         judges["preferences"] = (preference_judge(), preference_items(pairs))
     identity = {"pairs": file_hash(args.pairs), "judge": judge_spec, "params": params.as_dict(),
                 "prompts": {judge.prompt: prompt_hash(judge.prompt) for judge, _ in judges.values()}}
-    previous = {} if args.overwrite else read_judgements(judgements_path, identity)
-    model = model_pool(args, output).get(judge_spec)
-    judged = {}
-    for name, (judge, items) in judges.items():
-        before = {item.id: previous[(judge.criterion, item.id)] for item in items
-                  if (judge.criterion, item.id) in previous}
-        judged[name] = judge.judge(model, items, params, before)
-    write_judgements(judgements_path, {judges[name][0].criterion: results for name, results in judged.items()}, identity)
+    with run.lock():
+        previous = {} if args.overwrite else read_judgements(judgements_path, identity)
+        model = model_pool(args, output).get(judge_spec)
+        judged = {}
+        for name, (judge, items) in judges.items():
+            before = {item.id: previous[(judge.criterion, item.id)] for item in items
+                      if (judge.criterion, item.id) in previous}
+            judged[name] = judge.judge(model, items, params, before)
+        write_judgements(judgements_path, {judges[name][0].criterion: results for name, results in judged.items()}, identity)
 
-    result = {"pairs": args.pairs, "judge": judge_spec, "with_personas": len(pairs),
-              "without_personas": len(all_pairs) - len(pairs),
-              "accuracy": accuracy_report(pairs, judged["accuracy"], args.domain, args.bootstrap, args.seed)}
-    if args.preferences:
-        result["preferences"] = preference_report(pairs, judged["preferences"], args.domain, args.bootstrap, args.seed)
-    if args.saliency:
-        result["saliency"] = saliency({side: [p.persona(side) for p in pairs if p.persona(side)] for side in SIDES},
-                                      args.min_count, args.top)
-    result["judgements"] = str(judgements_path)
-    result["provenance"] = provenance(vars(args), {"judge": model.describe()}, [j.prompt for j, _ in judges.values()])
-    write_json(output, result)
+        result = {"pairs": args.pairs, "judge": judge_spec, "with_personas": len(pairs),
+                  "without_personas": len(all_pairs) - len(pairs),
+                  "accuracy": accuracy_report(pairs, judged["accuracy"], args.domain, args.bootstrap, args.seed)}
+        if args.preferences:
+            result["preferences"] = preference_report(pairs, judged["preferences"], args.domain, args.bootstrap, args.seed)
+        if args.saliency:
+            result["saliency"] = saliency({side: [p.persona(side) for p in pairs if p.persona(side)] for side in SIDES},
+                                          args.min_count, args.top)
+        result["judgements"] = str(judgements_path)
+        result["provenance"] = provenance(vars(args), {"judge": model.describe()}, [j.prompt for j, _ in judges.values()])
+        write_json(output, result)
     overall = result["accuracy"].get("all", {})
     parts = [f"{side} personas {pct(overall[side]['accuracy'])} ({overall[side]['unparsed']} unparsed; "
              f"{pct(overall[side]['accuracy_unparsed_wrong'])} counting them wrong)" for side in SIDES if side in overall]

@@ -92,33 +92,35 @@ def main(argv=None):
     path_a, path_b = args.files
     items = matched_items(path_a, read_responses(path_a), path_b, read_responses(path_b))
     output = Path(args.output or Path("results") / "win_rate" / f"{Path(path_a).stem}_vs_{Path(path_b).stem}.json")
-    run = RunFiles(output, suffix=".json")
-    judgements_path = run.beside("judgements.jsonl")
-    args.cache = str(run.cache(args.cache))
-    params = sampling_params(args)
-    identity = {"a": file_hash(path_a), "b": file_hash(path_b), "judge": judge_spec, "params": params.as_dict(),
-                "prompts": {name: prompt_hash(name) for name in prompts}}
-    previous = {} if args.overwrite else read_judgements(judgements_path, identity)
-
     for criterion in args.criteria:
         missing = next((item for item in items
                         if needs_condition(criterion) and not (item.context["condition"] or "").strip()), None)
         if missing is not None:
             raise AloeError(f"{path_b}: record {missing.id}: condition: empty in both files, and the {criterion} "
                             "criterion shows the judge the persona or system message the tested model was given")
-    pool = model_pool(args, output)
-    judge = pool.get(judge_spec)
-    judged: dict[str, list[PairwiseJudgement]] = {}
-    for criterion in args.criteria:
-        pairwise = PairwiseJudge(criterion)
-        before = {item.id: previous[(criterion, item.id)] for item in items if (criterion, item.id) in previous}
-        judged[criterion] = pairwise.judge(judge, items, params, before)
-    write_judgements(judgements_path, judged, identity)
-    report = win_rate_report(judged, args.bootstrap, args.seed)
-    settings = {key: value for key, value in vars(args).items() if key != "report"}
-    write_json(output, {"a": path_a, "b": path_b, "judge": judge_spec, "items": len(items), **report,
-                        "judgements": str(judgements_path),
-                        "provenance": provenance(settings, {"judge": judge.describe()}, prompts)})
+    run = RunFiles(output, suffix=".json")
+    judgements_path = run.beside("judgements.jsonl")
+    args.cache = str(run.cache(args.cache))
+    params = sampling_params(args)
+    identity = {"a": file_hash(path_a), "b": file_hash(path_b), "judge": judge_spec, "params": params.as_dict(),
+                "prompts": {name: prompt_hash(name) for name in prompts}}
+    with run.lock():
+        previous = {} if args.overwrite else read_judgements(judgements_path, identity)
+
+        pool = model_pool(args, output)
+        judge = pool.get(judge_spec)
+        judged: dict[str, list[PairwiseJudgement]] = {}
+        for criterion in args.criteria:
+            pairwise = PairwiseJudge(criterion)
+            before = {item.id: previous[(criterion, item.id)] for item in items if (criterion, item.id) in previous}
+            judged[criterion] = pairwise.judge(judge, items, params, before)
+        write_judgements(judgements_path, judged, identity)
+        report = win_rate_report(judged, args.bootstrap, args.seed)
+        settings = {key: value for key, value in vars(args).items() if key != "report"}
+        write_json(output, {"a": path_a, "b": path_b, "judge": judge_spec, "items": len(items), **report,
+                            "judgements": str(judgements_path),
+                            "provenance": provenance(settings, {"judge": judge.describe()}, prompts)})
+
     def num(value):
         return "n/a" if value is None else f"{value:.3f}"
 

@@ -8,7 +8,7 @@ import pytest
 from aloe.errors import AloeError, RecordError
 from aloe.judges.pairwise import PairwiseJudgement, PairwiseOrder
 from aloe.models.base import ChatModel, Reply
-from aloe.prompts import available, render
+from aloe.prompts import render
 from aloe.tailoring.accuracy import (
     accuracy_items, accuracy_report, order_correctness, persona_clause, preference_items, saliency,
 )
@@ -294,3 +294,31 @@ def test_gold_personas_before_inference_is_one_line_error(tmp_path, capsys):
     assert run_script("data_generation/infer_personas.py", "--pairs", bad, "--output", tmp_path / "o.jsonl") == 1
     assert "record 1: domain: 'cooking'" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_tailoring_script_end_to_end_on_a_tiny_model(tmp_path, tiny_chatty_model_dir):
+    """scripts/tailoring.sh: infer -> accuracy -> SFT -> DPO (PT and baseline) -> responses -> win rate."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(root), "RUN": str(run),
+           "MODEL": str(tiny_chatty_model_dir), "N_TRAIN": "4", "N_TEST": "2",
+           "INFER_ARGS": "--max-new-tokens 12 --shots 1 --max-attempts 3", "JUDGE_ARGS": "--max-new-tokens 4",
+           "GEN_ARGS": "--max-new-tokens 4", "TRAIN_ARGS": "--max-steps 1 --batch-size 2 --max-length 256",
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", str(root / "scripts" / "tailoring.sh")], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| comparison | criterion |" in done.stdout and "| all | chosen |" in done.stdout
+    result = json.loads((run / "win_rate.json").read_text())
+    assert set(result["criteria"]) == {"quality", "personalization"} and "delta_pq" in result
+    responses = [json.loads(line) for line in (run / "responses.pt_dpo.jsonl").read_text().splitlines()]
+    assert len(responses) == 2 and all(r["persona_type"] == "retr-chosen" and r["condition"] for r in responses)
+    for name in ("pt_sft", "pt_dpo", "base_sft", "base_dpo"):
+        summary = json.loads((run / "models" / name / "training_summary.json").read_text())
+        assert summary["status"] == "finished"
+    assert json.loads((run / "models" / "pt_dpo" / "training_summary.json").read_text())["training_data"]["persona"] == "chosen"
