@@ -68,6 +68,8 @@ def main(argv=None):
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="per reply, every role (default: generate_conversations.py's)")
     parser.add_argument("--batch-size", type=int, default=32, help="lockstep: prompts per forward pass")
+    parser.add_argument("--judge-temperature", type=float, default=GenerationSettings.judge_temperature,
+                        help="the preference judge's temperature (default: the stage's, greedy)")
     add_dtype_arg(parser)
     parser.add_argument("--baseline-conversations", type=int, default=None,
                         help="time the one-at-a-time mode on this many conversations and scale linearly to "
@@ -82,7 +84,7 @@ def main(argv=None):
     params = SamplingParams()  # the stage's defaults (its --temperature, --max-new-tokens, ... come from here)
     params = params.replace(max_new_tokens=args.max_new_tokens or params.max_new_tokens)
     args.max_new_tokens = params.max_new_tokens
-    settings = GenerationSettings(turns=args.turns, max_attempts=1)
+    settings = GenerationSettings(turns=args.turns, max_attempts=1, judge_temperature=args.judge_temperature)
     run(model, pairs[:1], params, GenerationSettings(turns=1, max_attempts=1), 1, True)  # warm-up
 
     results = {"lockstep batched": run(model, pairs, params, settings, args.batch_size, one_at_a_time=False)}
