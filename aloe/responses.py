@@ -177,9 +177,22 @@ def read_responses(path) -> list[Response]:
 
 def _read_response_array(path: Path) -> list[Response]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RecordError(f"{path}: record: not valid JSON ({exc})") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"{path}: record: not UTF-8 text ({exc.reason})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        # The authors' own reader takes one JSON array per line and joins them.
+        data = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            try:
+                part = json.loads(line) if line.strip() else []
+            except json.JSONDecodeError as exc:
+                raise RecordError(f"{path}:{number}: record: not valid JSON ({exc.msg})") from None
+            if not isinstance(part, list):
+                raise RecordError(f"{path}:{number}: record: expected a JSON array, got {type(part).__name__}")
+            data.extend(part)
     if not data:
         raise RecordError(f"{path}: no records")
     records = []
@@ -190,13 +203,24 @@ def _read_response_array(path: Path) -> list[Response]:
         for key in ("prompt", "response"):
             if not isinstance(item.get(key), str):
                 raise RecordError(f"{where}: {key}: missing or not a string")
-        if not item["prompt"].strip():
+        prompt, persona = split_templated_prompt(item["prompt"])
+        if not prompt.strip():
             raise RecordError(f"{where}: prompt: must not be empty")
-        text, ended = strip_eos(item["response"])
-        records.append(Response(id=f"item-{position}", prompt=item["prompt"], response=text,
+        text, ended = strip_eos(item["response"].split("Prompt:")[0])
+        records.append(Response(id=f"item-{position}", prompt=prompt, condition=persona, response=text,
                                 finish_reason="stop" if ended else "unknown",
                                 flags=degenerate_flags(text, "stop")))
     return records
+
+
+def split_templated_prompt(text: str) -> tuple[str, str | None]:
+    """(prompt, persona) of a released generation's input: the last "Prompt: ... [Persona: ...] Response:"
+    block of the raw template (few-shot exemplars before it are dropped); plain text stays as it is."""
+    if "Prompt:" not in text:
+        return text.strip(), None
+    block = text.split("Prompt:")[-1].split("Response:")[0]
+    prompt, _, persona = block.partition("Persona:")
+    return prompt.strip(), persona.strip() or None
 
 
 def strip_eos(text: str) -> tuple[str, bool]:

@@ -64,14 +64,18 @@ def test_generator_batches_flags_and_never_drops():
 
 def test_authors_generation_files_read_in_both_layouts(tmp_path):
     items = [{"response": " Sure, here is how.<|end_of_text|>", "prompt": "How?"},
-             {"response": " cut at the limit", "prompt": "Why?"}]
-    for name, text in (("pretty.json", json.dumps(items, indent=4)), ("flat.json", json.dumps(items))):
+             {"response": " cut at the limit\nPrompt: and on", "prompt":
+              "Prompt: Shot?\nPersona: The user is a.\nResponse: Yes.\n\nPrompt: Why?\nPersona: The user is b.\nResponse:"}]
+    layouts = (("pretty.json", json.dumps(items, indent=4)), ("flat.json", json.dumps(items)),
+               ("lines.json", json.dumps(items[:1]) + "\n" + json.dumps(items[1:]) + "\n"))
+    for name, text in layouts:
         path = tmp_path / name
         path.write_text(text)
         records = read_responses(path)
         assert [r.id for r in records] == ["item-0", "item-1"]
         assert records[0].response == "Sure, here is how." and records[0].finish_reason == "stop"
         assert records[1].response == "cut at the limit" and records[1].finish_reason == "unknown"
+        assert (records[1].prompt, records[1].condition) == ("Why?", "The user is b.")
 
 
 @pytest.mark.parametrize("content, field", [
