@@ -13,6 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# From a fresh clone: install first (idempotent; skipped when PYTHON names an interpreter to use).
+if [ -z "${PYTHON:-}" ]; then bash scripts/setup.sh; fi
 PY=${PYTHON:-${ALOE_VENV:-.venv}/bin/python}
 MODEL=${MODEL:-embedded}
 PI_MODEL=${PI_MODEL:-$MODEL}             # infers personas
