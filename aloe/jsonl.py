@@ -39,7 +39,7 @@ def iter_records(
     if not path.is_file():
         raise RecordError(f"{path}: file not found")
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+        for number, line in _numbered_lines(path, handle):
             for data in _line_values(path, number, line) or ():
                 if isinstance(data, str) and from_string is not None:
                     data = from_string(data).model_dump()
@@ -49,6 +49,16 @@ def iter_records(
                     yield schema.model_validate(data)
                 except ValidationError as exc:
                     raise RecordError(f"{path}:{number}: {_describe(exc)}") from None
+
+
+def _numbered_lines(path: Path, handle) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a text file; bytes that are not UTF-8 are a RecordError naming the line."""
+    number = 0
+    try:
+        for number, line in enumerate(handle, start=1):
+            yield number, line
+    except UnicodeDecodeError:
+        raise RecordError(f"{path}:{number + 1}: record: not UTF-8 text") from None
 
 
 def _line_values(path: Path, number: int, line: str) -> list[Any] | None:
@@ -88,14 +98,19 @@ def read_records(path, schema: type[T], from_string=None, *, allow_empty: bool =
     """
     records = list(iter_records(path, schema, from_string))
     if unique_ids:
-        seen: dict[str, int] = {}
-        for number, record in enumerate(records, start=1):
-            if record.id in seen:
-                raise RecordError(f"{path}: id: {record.id!r} appears twice (records {seen[record.id]} and {number})")
-            seen[record.id] = number
+        check_unique_ids(path, records)
     if not records and not allow_empty:
         raise RecordError(f"{path}: no records")
     return records
+
+
+def check_unique_ids(source, records) -> None:
+    """An id that appears twice is an error naming both records (numbered from 1)."""
+    seen: dict[str, int] = {}
+    for number, record in enumerate(records, start=1):
+        if record.id in seen:
+            raise RecordError(f"{source}: id: {record.id!r} appears twice (records {seen[record.id]} and {number})")
+        seen[record.id] = number
 
 
 def existing_ids(path: str | os.PathLike) -> set[str]:

@@ -72,6 +72,13 @@ def _with_revisions(models: dict) -> dict:
     return described
 
 
+def file_hash(path) -> str:
+    """Short sha256 of a file's bytes: which exact input a stored result was computed from."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def provenance(settings: dict, models: dict | None = None, prompts: list[str] = ()) -> dict:
     """Settings, model descriptions (with the hub revision of hub models), prompt hashes, package versions,
     git commit and whether the tree was dirty, and date.

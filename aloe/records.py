@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 Branch = Literal["preferred", "rejected"]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+NonBlank = Annotated[str, AfterValidator(_not_blank)]  # text that must hold more than whitespace
 
 
 class Record(BaseModel):
@@ -102,17 +111,10 @@ class Conversation(Record):
     """A tree-structured conversation: the continuing branch plus one sibling leaf per turn."""
 
     id: str = ""
-    profile: str
-    personality: str
+    profile: NonBlank
+    personality: NonBlank
     conversations: list[Turn] = Field(min_length=1)
     meta: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("profile", "personality")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
 
     @model_validator(mode="after")
     def _stable_id(self) -> "Conversation":
@@ -144,20 +146,42 @@ class ChatMessage(Record):
 
 
 class PreferencePair(Record):
-    """A preference pair: `chosen` over `rejected` as replies to `prompt` (optionally under a system message)."""
+    """A preference pair: `chosen` over `rejected` as replies to `prompt` (optionally under a system message).
+
+    Persona inference adds the persona of a user who would choose each side (None until it ran, or
+    with a reason when it gave nothing usable), keeping the model's raw texts; files of the
+    persona-tailoring authors also carry retrieved personas (`*_persona_retr`). Pairs made from ALOE
+    conversations keep the chat before the turn as `history`.
+    """
 
     id: str = ""
-    prompt: str = Field(min_length=1)
-    chosen: str
-    rejected: str
+    prompt: NonBlank
+    chosen: NonBlank
+    rejected: NonBlank
     domain: str | None = None
     system: str | None = None
+    chosen_persona: str | None = None
+    rejected_persona: str | None = None
+    chosen_persona_raw: str | None = None
+    rejected_persona_raw: str | None = None
+    chosen_persona_reason: str | None = None
+    rejected_persona_reason: str | None = None
+    chosen_persona_retr: str | None = None
+    rejected_persona_retr: str | None = None
+    history: list[dict[str, str]] | None = None
 
     @model_validator(mode="after")
     def _stable_id(self) -> "PreferencePair":
         if not self.id:
             self.id = content_id("pair-", self.prompt, self.chosen, self.rejected)
         return self
+
+    def persona(self, side: str) -> str | None:
+        """The persona inferred for a user who chose `side` ("chosen" or "rejected")."""
+        return getattr(self, f"{side}_persona")
+
+    def response(self, side: str) -> str:
+        return getattr(self, side)
 
 
 class SystemMessageRow(Record):

@@ -299,7 +299,8 @@ def recipe_method(path: Path) -> str:
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: str(path.relative_to(ROOT / "training" / "recipes")))
 def test_every_shipped_recipe_loads(recipe):
     args = parse_args(build_parser(recipe_method(recipe)), ["--config", str(recipe)])
-    assert args.full and args.dtype == "bf16" and args.train_data
+    assert args.dtype == "bf16" and args.train_data
+    assert args.full or recipe.parent.name == "tailoring"  # the persona-tailoring paper trained LoRA
     if args.chat_template:
         assert (ROOT / args.chat_template).is_file()
     if recipe.parent.name == "recipes":  # ALOE: the paper names no schedule; transformers' default

@@ -126,24 +126,84 @@ def _aloe_args(group) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# pairs: {"id", "prompt", "chosen", "rejected", "domain"?, "system"?}
+# pairs: {"id", "prompt", "chosen", "rejected", "domain"?, "system"?, "chosen_persona"?, "rejected_persona"?}
 # ---------------------------------------------------------------------------------------------
 
-def pair_prompt(pair: PreferencePair, options: argparse.Namespace) -> list[Message]:
-    """The prompt a pair is trained under: its optional system message, then the prompt as a user message."""
-    return with_system(pair.system, [user(pair.prompt)])
+# --persona: which persona sits in the prompt, and so which side is learned (persona tailoring).
+PERSONA_SIDES = {"none": (), "chosen": ("chosen",), "rejected": ("rejected",), "all": ("chosen", "rejected")}
+OTHER_SIDE = {"chosen": "rejected", "rejected": "chosen"}
+
+
+def pair_prompt(pair: PreferencePair, options: argparse.Namespace, persona: str | None = None) -> list[Message]:
+    """The prompt a pair is trained under: a persona or its optional system message, then the prompt.
+
+    The persona is a system message: an instruct model's template renders it as one, and the paper's
+    raw template for base models (training/templates/persona_raw.jinja) as its `Persona:` line.
+    """
+    return with_system(persona or pair.system, [user(pair.prompt)])
+
+
+def persona_examples(pairs: list[PreferencePair], options: argparse.Namespace) -> tuple[list[tuple[PreferencePair, str]], dict]:
+    """(pair, side) for every persona the run trains with, and the counts of pairs left out.
+
+    A pair whose persona inference gave nothing usable (a reason is stored) is left out and counted;
+    a pair that inference never ran on is an error naming it.
+    """
+    sides = PERSONA_SIDES[getattr(options, "persona", "none")]
+    chosen_half = _half(pairs, getattr(options, "half", None))
+    selected, skipped = [], 0
+    for pair in chosen_half:
+        for side in sides:
+            if pair.persona(side):
+                selected.append((pair, side))
+            elif getattr(pair, f"{side}_persona_reason"):
+                skipped += 1
+            else:
+                raise TrainingError(f"pair {pair.id}: {side}_persona: missing; run data_generation/infer_personas.py "
+                                    "on the training pairs first, or train with --persona none")
+    return selected, {"persona": options.persona, "half": getattr(options, "half", None),
+                      "pairs_in_half": len(chosen_half), "persona_missing": skipped}
+
+
+def _half(pairs: list[PreferencePair], half: str | None) -> list[PreferencePair]:
+    """The first or second half of the pairs in file order (SFT and DPO on disjoint halves), or all."""
+    if half is None:
+        return pairs
+    middle = (len(pairs) + 1) // 2
+    return pairs[:middle] if half == "first" else pairs[middle:]
 
 
 def _pairs_completion(pairs: list[PreferencePair], options: argparse.Namespace) -> Rows:
-    side = learned_side(options)
-    rows = [{"prompt": pair_prompt(pair, options), "completion": assistant(getattr(pair, side))} for pair in pairs]
-    return Rows(rows, {"pairs": len(pairs)})
+    if getattr(options, "persona", "none") == "none":
+        side = learned_side(options)
+        used = _half(pairs, getattr(options, "half", None))
+        rows = [{"prompt": pair_prompt(pair, options), "completion": assistant(getattr(pair, side))} for pair in used]
+        return Rows(rows, {"pairs": len(pairs)}, {"persona": "none", "half": getattr(options, "half", None)})
+    selected, report = persona_examples(pairs, options)
+    rows = [{"prompt": pair_prompt(pair, options, pair.persona(side)), "completion": assistant(pair.response(side))}
+            for pair, side in selected]
+    return Rows(rows, {"pairs": len(pairs)}, report)
 
 
 def _pairs_preference(pairs: list[PreferencePair], options: argparse.Namespace) -> Rows:
-    rows = [{"prompt": pair_prompt(pair, options), "chosen": assistant(pair.chosen),
-             "rejected": assistant(pair.rejected)} for pair in pairs]
-    return Rows(rows, {"pairs": len(pairs)})
+    if getattr(options, "persona", "none") == "none":
+        used = _half(pairs, getattr(options, "half", None))
+        rows = [{"prompt": pair_prompt(pair, options), "chosen": assistant(pair.chosen),
+                 "rejected": assistant(pair.rejected)} for pair in used]
+        return Rows(rows, {"pairs": len(pairs)}, {"persona": "none", "half": getattr(options, "half", None)})
+    # Under the rejected persona, the rejected response is the one that user prefers.
+    selected, report = persona_examples(pairs, options)
+    rows = [{"prompt": pair_prompt(pair, options, pair.persona(side)), "chosen": assistant(pair.response(side)),
+             "rejected": assistant(pair.response(OTHER_SIDE[side]))} for pair, side in selected]
+    return Rows(rows, {"pairs": len(pairs)}, report)
+
+
+def _pairs_args(group) -> None:
+    group.add_argument("--persona", choices=tuple(PERSONA_SIDES), default="none",
+                       help="pairs: the persona in the prompt (persona tailoring): chosen (learn the chosen response "
+                            "under P_C), rejected (the rejected one under P_R), all (both), none (plain baseline)")
+    group.add_argument("--half", choices=("first", "second"), default=None,
+                       help="pairs: train on the first or second half of the file (SFT and DPO on disjoint halves)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,9 +279,9 @@ FORMATS: dict[str, DataFormat] = {entry.name: entry for entry in (
     DataFormat("aloe", "ALOE tree-structured conversations", Conversation,
                detect=lambda r: "conversations" in r,
                completion=_aloe_completion, preference=_aloe_rows(dpo_examples), add_args=_aloe_args),
-    DataFormat("pairs", 'preference pairs {"id", "prompt", "chosen", "rejected", "system"?}', PreferencePair,
-               detect=lambda r: _is_str(r, "prompt", "chosen", "rejected"),
-               completion=_pairs_completion, preference=_pairs_preference),
+    DataFormat("pairs", 'preference pairs {"id", "prompt", "chosen", "rejected", "system"?, "chosen_persona"?, ...}',
+               PreferencePair, detect=lambda r: _is_str(r, "prompt", "chosen", "rejected"),
+               completion=_pairs_completion, preference=_pairs_preference, add_args=_pairs_args),
     DataFormat("system_messages", "Multifaceted Collection rows: system, prompt, output", SystemMessageRow,
                detect=lambda r: _is_str(r, "system", "prompt", "output"),
                completion=_system_completion, preference=None),
