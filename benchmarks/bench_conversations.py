@@ -3,7 +3,7 @@
     python benchmarks/bench_conversations.py            # 16 conversations x 3 turns, the stage's 256 new tokens
     python benchmarks/bench_conversations.py --conversations 8 --max-new-tokens 32
 
-Both modes run the same engine (aloe.conversations) on the same loaded model with no response cache:
+Both modes run the same engine (aloe.interaction.conversations) on the same loaded model with no response cache:
 lockstep advances every conversation together, so each role's calls for a turn are one batched
 `generate` call; the plain approach runs one conversation after another with batch size 1, one
 prompt per forward pass (how the original code ran). `--max-attempts 1` keeps the count at exactly
@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from aloe.cli import add_dtype_arg, sampling_params
-from aloe.conversations import ConversationGenerator, GenerationSettings, RoleModels, pair_personas
-from aloe.personas import load_pool
+from aloe.interaction.conversations import ConversationGenerator, GenerationSettings, RoleModels, pair_personas
+from aloe.interaction.personas import load_pool
 from aloe.models import ModelOptions, load_model
 from aloe.models.base import ChatModel
 

@@ -3,7 +3,7 @@
     python benchmarks/bench_eval_aloe.py                          # 100 conversations x 2 turns, embedded model
     python benchmarks/bench_eval_aloe.py --sequential 10          # time 10 conversations one at a time, scale up
 
-Both sides run the real engine (`aloe.benchmark.AloeBenchmark`) with the same roles, prompts and
+Both sides run the real engine (`aloe.interaction.evaluation.AloeEvaluation`) with the same roles, prompts and
 sampling settings as `evaluation/eval_aloe.py`'s defaults, without the response cache. The batched
 side advances all conversations in lockstep (each role's calls for a turn are one `generate` call,
 chunked by --batch-size); the sequential side runs each conversation alone with batch size 1.
@@ -66,8 +66,8 @@ def main(argv=None) -> int:
     add_dtype_arg(parser)
     args = parser.parse_args(argv)
 
-    from aloe.benchmark import AloeBenchmark, RoleModels, ordered_pairs
-    from aloe.personas import load_pool
+    from aloe.interaction.evaluation import AloeEvaluation, RoleModels, ordered_pairs
+    from aloe.interaction.personas import load_pool
     from aloe.models import ModelOptions, load_model
 
     datasets = os.path.join(ROOT, "datasets", "aloe_eval")
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     def timed(group: list, batch_size: int) -> tuple[float, list[float], int]:
         model.batch_size = batch_size
         clock = TurnClock(model)
-        engine = AloeBenchmark(RoleModels(model=model, user=clock, judge=model), params, args.turns, "bench")
+        engine = AloeEvaluation(RoleModels(model=model, user=clock, judge=model), params, args.turns, "bench")
         records = []
         started = time.perf_counter()
         engine.run(group, records.append, group_size=len(group))

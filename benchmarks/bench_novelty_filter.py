@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 def persona_texts(count: int, seed: int) -> list[str]:
     """Distinct profile-like texts: sentences of the shipped seed profiles recombined at random."""
-    from aloe.personas import load_pool
+    from aloe.interaction.personas import load_pool
 
     sentences = [s.strip() + "." for p in load_pool(ROOT / "datasets/seed_profiles.jsonl")
                  for s in p.text.split(".") if len(s.split()) > 2]
@@ -46,7 +46,7 @@ def persona_texts(count: int, seed: int) -> list[str]:
 def embedder_part(pool_size: int, candidates: int, pairs: int) -> dict:
     import numpy as np
 
-    from aloe.embeddings import NoveltyFilter, load_embedder
+    from aloe.sentence_embeddings import NoveltyFilter, load_embedder
 
     embedder = load_embedder("embedded")
     pool, new = persona_texts(pool_size, 0), persona_texts(candidates, 1)
@@ -80,7 +80,7 @@ def scale_part(pool_size: int, candidates: int, dim: int = 384) -> dict:
     """Run in a fresh process: numpy and the filter only."""
     import numpy as np
 
-    from aloe.embeddings import NoveltyFilter
+    from aloe.sentence_embeddings import NoveltyFilter
 
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rng = np.random.default_rng(0)

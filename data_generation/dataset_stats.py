@@ -16,7 +16,7 @@ from pathlib import Path
 from statistics import mean
 
 from aloe.cli import ArgumentParser, cli_main
-from aloe.conversations import is_none_value, parse_extraction
+from aloe.interaction.conversations import is_none_value, parse_extraction
 from aloe.jsonl import read_records, write_json
 from aloe.records import Conversation
 

@@ -20,14 +20,14 @@ from aloe.cli import (
     ArgumentParser, add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params, shard_arg,
     shard_path, take_shard,
 )
-from aloe.conversations import (
+from aloe.interaction.conversations import (
     CONTINUE_RULES, PROMPTS, ROLES, ConversationGenerator, GenerationSettings, RoleModels,
     pair_personas,
 )
 from aloe.errors import AloeError
 from aloe.judges.preference import ON_TIE_RULES
 from aloe.jsonl import JsonlWriter, existing_ids, read_records, rewrite_jsonl, write_json
-from aloe.personas import load_pool
+from aloe.interaction.personas import load_pool
 from aloe.provenance import provenance
 from aloe.records import Conversation
 

@@ -19,14 +19,14 @@ import sys
 import time
 from pathlib import Path
 
-from aloe.benchmark import (
-    PROMPTS, ROLES, AloeBenchmark, RoleModels, RoleParams, first_unparsed_reason, ordered_pairs, personas_hash,
+from aloe.interaction.evaluation import (
+    PROMPTS, ROLES, AloeEvaluation, RoleModels, RoleParams, first_unparsed_reason, ordered_pairs, personas_hash,
     plot_levels, prompt_hashes, read_eval_records, result_metrics, settings_hash,
 )
 from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params, shard_arg, take_shard
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, merge_jsonl, rewrite_jsonl, write_json
-from aloe.personas import load_pool
+from aloe.interaction.personas import load_pool
 from aloe.models import LOCAL_BACKENDS, resolve_spec, short_name
 from aloe.provenance import provenance
 
@@ -267,7 +267,7 @@ def main(argv=None):
         pool = model_pool(args, paths["result"])
         models = RoleModels(**{role: pool.get(spec) for role, spec in specs.items()})
         described = {role: getattr(models, role).describe() for role in ROLES}
-        engine = AloeBenchmark(models, role_params(args), args.turns, run_hash, max_attempts=args.max_attempts)
+        engine = AloeEvaluation(models, role_params(args), args.turns, run_hash, max_attempts=args.max_attempts)
     if unscored:
         before = sum(turn.judge.score is None for record in unscored for turn in record.turns)
         changed = engine.rejudge(unscored)

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from aloe.benchmark import plot_levels
+from aloe.interaction.evaluation import plot_levels
 from aloe.cli import ArgumentParser, cli_main
 from aloe.errors import AloeError
 

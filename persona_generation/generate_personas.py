@@ -20,10 +20,10 @@ from pathlib import Path
 from aloe.cli import (
     ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params, shard_arg, shard_path,
 )
-from aloe.embeddings import NoveltyFilter, load_embedder
+from aloe.sentence_embeddings import NoveltyFilter, load_embedder
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, write_json
-from aloe.personas import KINDS, GrowthSettings, PoolGrowth, load_pool
+from aloe.interaction.personas import KINDS, GrowthSettings, PoolGrowth, load_pool
 from aloe.provenance import provenance
 
 log = logging.getLogger("generate_personas")

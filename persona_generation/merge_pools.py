@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 from aloe.cli import ArgumentParser, cli_main
-from aloe.embeddings import NoveltyFilter, load_embedder
+from aloe.sentence_embeddings import NoveltyFilter, load_embedder
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter
-from aloe.personas import load_pool
+from aloe.interaction.personas import load_pool
 
 
 def build_parser() -> ArgumentParser:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from aloe.cli import ArgumentParser, cli_main
-from aloe.embeddings import DEFAULT_CHUNK_ROWS, load_embedder
-from aloe.personas import load_pool
+from aloe.sentence_embeddings import DEFAULT_CHUNK_ROWS, load_embedder
+from aloe.interaction.personas import load_pool
 
 HISTOGRAM_BINS = np.linspace(-0.2, 1.0, 25)
 

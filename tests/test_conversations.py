@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from aloe.conversations import (
+from aloe.interaction.conversations import (
     ConversationGenerator, GenerationSettings, PersonaPair, RoleModels, is_none_value, pair_personas,
     parse_extraction,
 )
@@ -13,7 +13,7 @@ from aloe.errors import AloeError
 from aloe.models import SamplingParams, load_model
 from aloe.models.base import ChatModel, Reply
 from aloe.records import Conversation, Persona
-from aloe.simulation import user_simulator_messages
+from aloe.interaction.simulation import user_simulator_messages
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import aloe.cli
-from aloe.conversations import pair_personas
-from aloe.personas import load_pool
+from aloe.interaction.conversations import pair_personas
+from aloe.interaction.personas import load_pool
 from aloe.errors import ModelCallError
 from aloe.jsonl import read_records
 from aloe.models import BACKENDS, ModelOptions

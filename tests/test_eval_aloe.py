@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from aloe import models as model_registry
-from aloe.benchmark import AloeBenchmark, EvalRecord, RoleModels, RoleParams, ordered_pairs
+from aloe.interaction.evaluation import AloeEvaluation, EvalRecord, RoleModels, RoleParams, ordered_pairs
 from aloe.models import load_model
 from aloe.models.base import ChatModel, Reply, SamplingParams
 from aloe.records import Persona
@@ -141,7 +141,7 @@ def test_pair_order_covers_every_pair_once_and_prefixes_spread():
 def _engine(model, turns=3, user="scripted:user", judge="scripted:judge"):
     params = RoleParams(model=SamplingParams(temperature=0.0, max_new_tokens=6),
                         user=SamplingParams(max_new_tokens=16), judge=SamplingParams(temperature=0.0))
-    return AloeBenchmark(RoleModels(model=model, user=load_model(user), judge=load_model(judge)), params, turns, "h")
+    return AloeEvaluation(RoleModels(model=model, user=load_model(user), judge=load_model(judge)), params, turns, "h")
 
 
 def test_the_model_under_test_sees_only_the_conversation(tiny_model_dir, personas):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from aloe.embeddings import NoveltyFilter, load_embedder, max_similarity
+from aloe.sentence_embeddings import NoveltyFilter, load_embedder, max_similarity
 from aloe.jsonl import JsonlWriter
-from aloe.personas import load_pool
+from aloe.interaction.personas import load_pool
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

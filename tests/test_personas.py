@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from aloe.embeddings import NoveltyFilter, max_similarity
+from aloe.sentence_embeddings import NoveltyFilter, max_similarity
 from aloe.errors import AloeError, RecordError
-from aloe.personas import KINDS, clean_candidate, load_pool, parse_candidates, persona_id, request_messages
+from aloe.interaction.personas import KINDS, clean_candidate, load_pool, parse_candidates, persona_id, request_messages
 from aloe.prompts import fields, render
 
 LONG_A = "A retired nurse in her late sixties who lives in Osaka with her husband and two cats."

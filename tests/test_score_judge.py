@@ -2,8 +2,8 @@
 
 import pytest
 
-from aloe.benchmark import AloeBenchmark, RoleModels, RoleParams
-from aloe.conversations import PersonaPair
+from aloe.interaction.evaluation import AloeEvaluation, RoleModels, RoleParams
+from aloe.interaction.conversations import PersonaPair
 from aloe.judges.score import judge_messages, parse_score, reminder_messages
 from aloe.models.base import ChatModel, Reply, SamplingParams
 from aloe.records import Persona
@@ -75,7 +75,7 @@ class ScriptedJudge(ChatModel):
 
 def _judge_with(model: ChatModel):
     params = RoleParams(*(SamplingParams(temperature=0.0),) * 3)
-    return AloeBenchmark(RoleModels(model=model, user=model, judge=model), params, turns=1, run_hash="h")
+    return AloeEvaluation(RoleModels(model=model, user=model, judge=model), params, turns=1, run_hash="h")
 
 
 def _items(n):

@@ -1,4 +1,8 @@
-"""Prompt templates kept as prose files beside this module, one per role, with named `{fields}`.
+"""Prompt templates kept as prose files, one per role, with named `{fields}`.
+
+Shared prompts (the judges') sit beside this module; a method's prompts sit in its package's
+`prompts/` folder (aloe/interaction/prompts/, ...). A prompt is found by its name alone, so names
+are unique across folders, and a prompt's name and hash do not change when its file moves.
 
 A template is rendered with exactly its named fields: a missing or unexpected field is an error,
 so a prompt and the code that fills it cannot drift apart silently.
@@ -15,16 +19,27 @@ PROMPT_DIR = Path(__file__).parent
 
 
 @lru_cache(maxsize=None)
+def _files() -> dict[str, Path]:
+    # Found by globbing files, not by importing the method packages: the core never imports a method.
+    files: dict[str, Path] = {}
+    for path in sorted([*PROMPT_DIR.glob("*.txt"), *PROMPT_DIR.parent.glob("*/prompts/*.txt")]):
+        if path.stem in files:
+            raise RuntimeError(f"two prompts named {path.stem!r}: {files[path.stem]} and {path}; rename one")
+        files[path.stem] = path
+    return files
+
+
+@lru_cache(maxsize=None)
 def template(name: str) -> str:
-    path = PROMPT_DIR / f"{name}.txt"
-    if not path.is_file():
+    path = _files().get(name)
+    if path is None:
         known = ", ".join(available())
         raise KeyError(f"no prompt named {name!r}; known prompts: {known}")
     return path.read_text(encoding="utf-8").strip() + "\n"
 
 
 def available() -> list[str]:
-    return sorted(path.stem for path in PROMPT_DIR.glob("*.txt"))
+    return sorted(_files())
 
 
 def fields(name: str) -> set[str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from aloe.conversations import PersonaPair, pair_id
+from aloe.interaction.conversations import PersonaPair, pair_id
 from aloe.errors import AloeError
 from aloe.judges import Verdict
 from aloe.judges import score as score_judge
@@ -33,7 +33,7 @@ from aloe.models.base import ChatModel, Reply, SamplingParams
 from aloe.messages import Message
 from aloe.prompts import prompt_hash
 from aloe.records import Persona, Record
-from aloe.simulation import USER_SIMULATOR_PROMPTS, clean_user_message, user_simulator_messages
+from aloe.interaction.simulation import USER_SIMULATOR_PROMPTS, clean_user_message, user_simulator_messages
 
 ROLES = ("model", "user", "judge")
 PROMPTS = (*USER_SIMULATOR_PROMPTS, *score_judge.PROMPTS)
@@ -150,7 +150,7 @@ class _State:
         return messages
 
 
-class AloeBenchmark:
+class AloeEvaluation:
     """Runs benchmark conversations in lockstep: each role's calls for turn k are one batch."""
 
     def __init__(self, models: RoleModels, params: RoleParams, turns: int, run_hash: str, max_attempts: int = 3):

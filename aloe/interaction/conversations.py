@@ -33,7 +33,7 @@ from aloe.models.base import ChatModel, SamplingParams
 from aloe.messages import Message
 from aloe.prompts import prompt_hash, render
 from aloe.records import Conversation, PairedReplies, Persona, Turn
-from aloe.simulation import USER_SIMULATOR_PROMPTS, clean_user_message, user_simulator_messages
+from aloe.interaction.simulation import USER_SIMULATOR_PROMPTS, clean_user_message, user_simulator_messages
 
 ROLES = ("user", "extractor", "assistant", "judge")
 CONTINUE_RULES = ("random", "preferred", "rejected")
