@@ -1,4 +1,6 @@
-"""The ALOE benchmark's metrics: alignment level per turn and how fast it improves.
+"""Metrics with bootstrap intervals: ALOE's alignment levels, pairwise win rates, and accuracies.
+
+## ALOE: alignment level per turn and how fast it improves
 
 With s(j, k) the judge's score of conversation j at turn k (k = 1..K):
 
@@ -11,6 +13,21 @@ With s(j, k) the judge's score of conversation j at turn k (k = 1..K):
 Every AL(k), IR, N-IR and the mean AL get a 95% percentile bootstrap interval that resamples whole
 conversations, so the interval reflects which users happened to be in the benchmark. Turns where no
 conversation has a parsed score have AL(k) = None and are left out of the fits.
+
+## Pairwise win rates (judges/pairwise.py outcomes "a", "b", "tie", "unparsed")
+
+- WR = B / (A + B): the share of decided items that B won; ties and unparsed items are left out
+  (and counted); None when no item was decided.
+- dPQ = WR_P + WR_Q - 1 over the personalization and quality win rates of the same items (-1..1):
+  positive when B is more personalized than it is worse (or better) in quality.
+
+## Accuracy
+
+Share of correct answers among parsed ones; unparsed answers are counted apart, and the accuracy
+with unparsed answers counted as wrong is reported too (some papers report it that way).
+
+Every interval is a 95% percentile bootstrap that resamples items (for dPQ, the same items for both
+criteria, so their correlation is kept).
 """
 
 from __future__ import annotations
@@ -126,21 +143,23 @@ def bootstrap(scores: Scores, turns: int, samples: int = 1000, seed: int = 0, le
     means = np.array([np.nanmean(row) if np.any(~np.isnan(row)) else np.nan for row in curves])
     slopes, _ = _fit(curves)
     n_slopes, _ = _fit(_normalize(curves))
-    tail = (1 - level) / 2 * 100
-
-    def interval(values: np.ndarray) -> list[float] | None:
-        values = values[~np.isnan(values)]
-        if len(values) == 0:
-            return None
-        low, high = np.percentile(values, [tail, 100 - tail])
-        return [float(low), float(high)]
-
     return {
-        "al": [interval(curves[:, column]) for column in range(turns)],
-        "mean_al": interval(means),
-        "ir": interval(slopes),
-        "n_ir": interval(n_slopes),
+        "al": [percentile_interval(curves[:, column], level) for column in range(turns)],
+        "mean_al": percentile_interval(means, level),
+        "ir": percentile_interval(slopes, level),
+        "n_ir": percentile_interval(n_slopes, level),
     }
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> list[float] | None:
+    """The central `level` percentile interval of bootstrap statistics, NaN ignored; None when all are NaN."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return None
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return [float(low), float(high)]
 
 
 def alignment_metrics(scores: Scores, turns: int, samples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
@@ -182,3 +201,77 @@ def alignment_metrics(scores: Scores, turns: int, samples: int = 1000, seed: int
 def _none_if_nan(value) -> float | None:
     value = float(value)
     return None if np.isnan(value) else value
+
+
+# ---------------------------------------------------------------- win rates and accuracy
+
+OUTCOMES = ("a", "b", "tie", "unparsed")
+
+
+def _outcome_matrix(outcomes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(won by A, won by B) as 0/1 arrays over items."""
+    for outcome in outcomes:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+    array = np.array(list(outcomes), dtype=object)
+    return (array == "a").astype(float), (array == "b").astype(float)
+
+
+def _win_rates(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """WR = B / (A + B) along the last axis; NaN where nothing was decided."""
+    wins_a, wins_b = a.sum(axis=-1), b.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(wins_a + wins_b > 0, wins_b / np.maximum(wins_a + wins_b, 1), np.nan)
+
+
+def win_rate(outcomes: Sequence[str]) -> float | None:
+    """WR = B / (A + B), ties and unparsed items excluded; None when no item was decided."""
+    a, b = _outcome_matrix(outcomes)
+    return _none_if_nan(_win_rates(a, b))
+
+
+def win_rate_metrics(outcomes: Sequence[str], samples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Counts of each outcome, WR with its bootstrap interval and the parse rate."""
+    a, b = _outcome_matrix(outcomes)
+    counts = {outcome: int(sum(1 for o in outcomes if o == outcome)) for outcome in OUTCOMES}
+    interval = None
+    if samples >= 1 and len(outcomes):
+        picks = np.random.default_rng(seed).integers(0, len(outcomes), size=(samples, len(outcomes)))
+        interval = percentile_interval(_win_rates(a[picks], b[picks]), level)
+    judged = len(outcomes) - counts["unparsed"]
+    return {"items": len(outcomes), **counts, "win_rate": win_rate(outcomes), "win_rate_ci": interval,
+            "parse_rate": judged / len(outcomes) if outcomes else None}
+
+
+def delta_pq(personalization: Sequence[str], quality: Sequence[str], samples: int = 1000, seed: int = 0,
+             level: float = 0.95) -> dict:
+    """dPQ = WR_P + WR_Q - 1 for outcomes of the same items in the same order, with a paired bootstrap."""
+    if len(personalization) != len(quality):
+        raise ValueError(f"personalization and quality outcomes must cover the same items "
+                         f"({len(personalization)} vs {len(quality)})")
+    pa, pb = _outcome_matrix(personalization)
+    qa, qb = _outcome_matrix(quality)
+    value = _win_rates(pa, pb) + _win_rates(qa, qb) - 1
+    interval = None
+    if samples >= 1 and len(quality):
+        picks = np.random.default_rng(seed).integers(0, len(quality), size=(samples, len(quality)))
+        interval = percentile_interval(_win_rates(pa[picks], pb[picks]) + _win_rates(qa[picks], qb[picks]) - 1, level)
+    return {"delta_pq": _none_if_nan(value), "delta_pq_ci": interval}
+
+
+def accuracy_metrics(correct: Sequence[bool | None], samples: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """Accuracy over parsed answers (None = unparsed) with a bootstrap interval, plus the count-as-wrong view."""
+    values = np.array([np.nan if c is None else float(c) for c in correct], dtype=float)
+    parsed = values[~np.isnan(values)]
+    right = int(parsed.sum())
+    interval = None
+    if samples >= 1 and len(parsed):
+        picks = np.random.default_rng(seed).integers(0, len(parsed), size=(samples, len(parsed)))
+        interval = percentile_interval(parsed[picks].mean(axis=1), level)
+    return {
+        "items": len(values), "correct": right, "wrong": int(len(parsed) - right),
+        "unparsed": int(len(values) - len(parsed)),
+        "accuracy": right / len(parsed) if len(parsed) else None, "accuracy_ci": interval,
+        "accuracy_unparsed_wrong": right / len(values) if len(values) else None,
+    }

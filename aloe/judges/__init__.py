@@ -8,9 +8,11 @@ reason: counted in metrics and retried on the next run, never stored as a number
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Generic, TypeVar
+from collections.abc import Sequence
+from typing import Generic, Literal, TypeVar
 
 V = TypeVar("V")
+T = TypeVar("T")
 
 
 @dataclass
@@ -25,3 +27,16 @@ class Verdict(Generic[V]):
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def agreement(picks: Sequence[T | None]) -> tuple[Literal["agree", "tie", "unparsed"], T | None]:
+    """Combine the picks of the orders a pairwise item was asked in: the one home of this rule.
+
+    Every order picked the same side: ("agree", side). Orders disagree: ("tie", None). An order
+    without a verdict: ("unparsed", None).
+    """
+    if any(pick is None for pick in picks):
+        return "unparsed", None
+    if len(set(picks)) == 1:
+        return "agree", picks[0]
+    return "tie", None

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aloe.messages import format_transcript
-from aloe.judges import Verdict
+from aloe.judges import Verdict, agreement
 from aloe.messages import Message
 from aloe.prompts import render
 from aloe.records import JudgedOrder, ReplySource, TurnJudgement
@@ -81,15 +81,9 @@ def combine(orders: Sequence[JudgedOrder], on_tie: str, rng: random.Random) -> T
     """
     if on_tie not in ON_TIE_RULES:
         raise ValueError(f"on_tie must be one of {ON_TIE_RULES}, got {on_tie!r}")
-    picks = [picked(order) for order in orders]
-    if None in picks:
-        outcome = "unparsed"
-    elif len(set(picks)) == 1:
-        outcome = "agree"
-    else:
-        outcome = "tie"
+    outcome, winner = agreement([picked(order) for order in orders])
     if outcome == "agree":
-        winner, resolved_by = picks[0], "agreement"
+        resolved_by = "agreement"
     elif on_tie == "skip":
         return None
     else:
