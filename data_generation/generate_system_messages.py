@@ -55,11 +55,11 @@ def sidecar(output: Path, name: str) -> Path:
     return output.with_name(f"{output.stem}.{name}")
 
 
-def previous_samples(failures: Path) -> dict[str, int]:
-    """Sample indices a row already drew in failed runs, so its retry draws new ones (the cache keeps the old)."""
+def next_first_sample(failures: Path) -> int:
+    """Where the last run's failed rows stopped drawing samples: a retry draws new ones (the cache replays old ones)."""
     if not failures.exists():
-        return {}
-    return {record.id: int(getattr(record, "next_sample", 0)) for record in iter_records(failures, _Failure)}
+        return 0
+    return max((int(getattr(record, "next_sample", 0)) for record in iter_records(failures, _Failure)), default=0)
 
 
 class _Failure(Record):
@@ -80,7 +80,7 @@ def main(argv=None):
     if args.overwrite and output.exists():
         output.unlink()
     failures_path = sidecar(output, "failures.jsonl")
-    first_samples = {} if args.overwrite else previous_samples(failures_path)
+    first_sample = 0 if args.overwrite else next_first_sample(failures_path)
     settings = GenerationSettings(sets=args.sets, max_attempts=args.max_attempts)
     done = existing_ids(output)
     total = len(instructions) * args.sets
@@ -89,18 +89,18 @@ def main(argv=None):
     first_failure = ""
     pending_instructions = [i for i in instructions
                             if any(f"{i.id}-s{s}" not in done for s in range(args.sets))]
-    log.info("%d rows: %d already in %s, %d retried after failing before", total, len(done & {
-        f"{i.id}-s{s}" for i in instructions for s in range(args.sets)}), output, len(first_samples))
+    log.info("%d rows: %d already in %s, the rest from sample %d on", total, len(done & {
+        f"{i.id}-s{s}" for i in instructions for s in range(args.sets)}), output, first_sample)
     if pending_instructions:
         pool = model_pool(args, output)
         model = pool.get(args.model)
-        generator = SystemMessageGenerator(model, sampling_params(args), settings)
+        generator = SystemMessageGenerator(model, sampling_params(args), settings, first_sample)
         write_json(sidecar(output, "provenance.json"), provenance(
             settings={key: (list(value) if isinstance(value, tuple) else value) for key, value in vars(args).items()},
             models={"generator": model.describe()}, prompts=list(PROMPTS)))
         with JsonlWriter(output) as writer, JsonlWriter(failures_path, overwrite=True) as failures:
             for start in range(0, len(pending_instructions), args.group_size):
-                states = generator.states(pending_instructions[start:start + args.group_size], first_samples, done)
+                states = generator.states(pending_instructions[start:start + args.group_size], done)
                 generator.run(states)
                 for state in states:
                     if state.failure is None:
@@ -111,7 +111,7 @@ def main(argv=None):
                     first_failure = first_failure or f"{state.id}: {state.failure}"
                     failures.write({"id": state.id, "instruction_id": state.instruction.id,
                                     "set_index": state.set_index, "step": state.failed_step,
-                                    "reason": state.failure, "next_sample": state.first_sample + settings.max_attempts,
+                                    "reason": state.failure, "next_sample": first_sample + settings.max_attempts,
                                     "fields": state.fields, "raw": state.raw,
                                     "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
                 log.info("instructions %d-%d done: %d rows written, %d failed so far", start + 1,

@@ -1,4 +1,5 @@
-"""Compare ALOE results: one Markdown table and one plot with every model's AL(k) curve.
+"""Compare ALOE results (one table, one plot of every model's AL(k) curve) or Multifaceted results
+(one table of scores with per-source columns, one bar plot).
 
     python evaluation/report.py results/aloe/embedded.json results/aloe/embedded_dpo.json
     python evaluation/report.py results/aloe/*.json --output results/aloe/report.md   # + report.png
@@ -16,6 +17,7 @@ from pathlib import Path
 from aloe.interaction.evaluation import plot_levels
 from aloe.cli import ArgumentParser, cli_main
 from aloe.errors import AloeError
+from aloe.system_messages.benchmark import plot_results, results_table
 
 COLUMNS = ("model", "conversations", "turns", "AL(1)", "AL(K)", "mean AL", "IR", "N-IR", "R²", "parse rate")
 
@@ -28,8 +30,9 @@ def load_result(path: str | Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise AloeError(f"{path}: not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict) or data.get("benchmark") != "aloe" or "metrics" not in data:
-        raise AloeError(f"{path}: not an ALOE result (expected the JSON written by evaluation/eval_aloe.py)")
+    if not isinstance(data, dict) or data.get("benchmark") not in ("aloe", "multifaceted") or "metrics" not in data:
+        raise AloeError(f"{path}: not a benchmark result (expected the JSON written by evaluation/eval_aloe.py "
+                        "or evaluation/eval_multifaceted.py)")
     return data
 
 
@@ -80,11 +83,20 @@ def main(argv=None):
         # Same stem from different folders (e.g. shards of two runs): tell them apart by path.
         for result, path in zip(results, args.results):
             result["name"] = str(Path(path).with_suffix(""))
-    markdown = table(results)
+    kinds = {result["benchmark"] for result in results}
+    if len(kinds) > 1:
+        raise AloeError(f"{', '.join(args.results)}: results of different benchmarks ({', '.join(sorted(kinds))}) "
+                        "do not go in one table")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    plot = output.with_suffix(".png")
+    if kinds == {"multifaceted"}:
+        markdown = results_table(results)
+        plot_results(results, plot)
+    else:
+        markdown = table(results)
+        plot = plot_levels([(result["name"], result["metrics"]) for result in results], plot)
     output.write_text(markdown, encoding="utf-8")
-    plot = plot_levels([(result["name"], result["metrics"]) for result in results], output.with_suffix(".png"))
     print(markdown)
     print(f"wrote {output} and {plot}")
 

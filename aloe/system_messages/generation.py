@@ -20,15 +20,16 @@ sample indices; a row is only handed on once every step has succeeded.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from aloe.lockstep import Check, Outcome, generate_checked
 from aloe.messages import Message
 from aloe.models.base import ChatModel, SamplingParams
 from aloe.prompts import render
 from aloe.system_messages.records import DIMENSIONS, Instruction, Preference, SystemMessageRow
 
-PROMPTS = tuple(f"system_messages/{name}" for name in
+PROMPTS = tuple(f"sysmsg_{name}" for name in
                 ("subdimension", "preference", "description", "system_message", "preference_line"))
 
 # What each dimension means to the generator, and example aspects (the released data's frequent ones).
@@ -42,6 +43,7 @@ DIMENSION_GUIDE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "harmlessness": ("harmlessness", "how the answer stays safe, accurate and respectful",
                      ("safety", "accuracy", "sensitivity", "trustworthiness", "morality")),
 }
+KNOWN_ASPECTS = tuple(aspect for _, _, aspects in DIMENSION_GUIDE.values() for aspect in aspects)
 STEPS = ("subdimension", "preference", "description", "system", "output")
 
 
@@ -64,12 +66,10 @@ class RowState:
 
     instruction: Instruction
     set_index: int
-    first_sample: int = 0  # sample indices start here: a retried row draws samples it has not drawn before
     fields: dict[str, str] = field(default_factory=dict)  # "subdimension:style" -> "conciseness", "system" -> ...
     raw: dict[str, list[str]] = field(default_factory=dict)
     failure: str | None = None
     failed_step: str | None = None
-    samples_drawn: int = 0
 
     @property
     def id(self) -> str:
@@ -103,15 +103,45 @@ def _strip_wrapping(text: str) -> str:
 
 
 def parse_phrase(text: str, max_words: int) -> tuple[str | None, str | None]:
-    """The first line that holds something, without labels, bullets, quotes or a final full stop."""
+    """The first sentence of the first line that holds something, without labels, bullets, quotes or a final stop."""
     for line in text.splitlines():
-        phrase = _strip_wrapping(line).rstrip(".;:,").strip()
+        phrase = _strip_wrapping(_SENTENCE_END.split(_strip_wrapping(line))[0].rstrip(".;:,")).rstrip(".;:,").strip()
         if phrase:
             words = len(phrase.split())
             if words > max_words:
                 return None, f"{words} words where at most {max_words} were asked for"
             return phrase, None
     return None, "empty answer"
+
+
+_QUOTED = re.compile(r"[\"“'‘*]+([^\"”'’*\n]{2,60})[\"”'’*]+")
+_IS_X = re.compile(r"\b(?:is|are|be|:)\s+(?:the\s+|an?\s+)?(?:aspect\s+of\s+)?([^.,;:\n]{2,60}?)\s*[.!\n]", re.IGNORECASE)
+
+
+def parse_subdimension(text: str, known: Sequence[str] = ()) -> tuple[list[str] | None, str | None]:
+    """Candidate aspect names in order of preference: an "Aspect: X" line, a short quoted phrase,
+    "... is X.", known aspect names the reply mentions (in order), and a short first line.
+
+    Small models rarely answer with the bare name; each candidate is at most six words.
+    """
+    candidates: list[str] = []
+    for line in text.splitlines():
+        match = re.match(r"^\W*aspect\s*[:：]\s*(.+)$", line.strip(), re.IGNORECASE)
+        if match:
+            candidates.append(match.group(1))
+    candidates += _QUOTED.findall(text) + _IS_X.findall(text + "\n")
+    lowered = text.lower()
+    mentioned = sorted((lowered.find(name), name) for name in known if name.lower() in lowered)
+    candidates += [name for _, name in mentioned]
+    candidates += [line for line in text.splitlines() if line.strip()][:1]
+    cleaned: list[str] = []
+    for candidate in candidates:
+        phrase = _strip_wrapping(candidate).rstrip(".;:,!").strip()
+        if phrase and len(phrase.split()) <= 6 and phrase.lower() not in (c.lower() for c in cleaned):
+            cleaned.append(phrase)
+    if not cleaned:
+        return None, "no aspect name of at most six words in the answer"
+    return cleaned, None
 
 
 def parse_description(text: str) -> tuple[str | None, str | None]:
@@ -125,14 +155,12 @@ def parse_description(text: str) -> tuple[str | None, str | None]:
     return description, None
 
 
-def parse_system_message(text: str, truncated: bool = False) -> tuple[str | None, str | None]:
-    """One paragraph of at least ten words; a reply cut at the token limit keeps its whole sentences."""
+def parse_system_message(text: str) -> tuple[str | None, str | None]:
+    """One paragraph of at least ten words, ending at its last whole sentence (a reply may stop mid-sentence)."""
     body = " ".join(_strip_wrapping(line) for line in text.strip().splitlines() if line.strip())
-    if truncated:
+    if body and body[-1] not in ".!?":
         cut = max(body.rfind(". "), body.rfind("! "), body.rfind("? "))
-        body = body[:cut + 1] if cut > 0 else body
-        if body and body[-1] not in ".!?":
-            body = body.rstrip() + "."
+        body = body[:cut + 1] if cut > 0 else body.rstrip() + "."
     if len(body.split()) < 10:
         return None, "system message shorter than ten words"
     return body, None
@@ -155,30 +183,30 @@ def subdimension_messages(state: RowState, dimension: str) -> list[Message]:
     # Sibling sets see the examples in a different order, which steers them toward different aspects.
     shift = state.set_index % len(examples)
     rotated = examples[shift:] + examples[:shift]
-    return _user(render("system_messages/subdimension", instruction=state.instruction.prompt,
+    return _user(render("sysmsg_subdimension", instruction=state.instruction.prompt,
                         dimension_meaning=meaning, examples=", ".join(rotated)))
 
 
 def preference_messages(state: RowState, dimension: str) -> list[Message]:
-    return _user(render("system_messages/preference", instruction=state.instruction.prompt,
+    return _user(render("sysmsg_preference", instruction=state.instruction.prompt,
                         dimension_name=DIMENSION_GUIDE[dimension][0],
                         subdimension=state.fields[f"subdimension:{dimension}"]))
 
 
 def description_messages(state: RowState, dimension: str) -> list[Message]:
-    return _user(render("system_messages/description", instruction=state.instruction.prompt,
+    return _user(render("sysmsg_description", instruction=state.instruction.prompt,
                         dimension_name=DIMENSION_GUIDE[dimension][0],
                         preference=state.fields[f"preference:{dimension}"]))
 
 
 def format_preferences(preferences: Sequence[Preference]) -> str:
-    return "\n".join(render("system_messages/preference_line", dimension_name=DIMENSION_GUIDE[p.dimension][0],
+    return "\n".join(render("sysmsg_preference_line", dimension_name=DIMENSION_GUIDE[p.dimension][0],
                             subdimension=p.subdimension, preference=p.preference, description=p.description)
                      for p in preferences)
 
 
 def system_message_messages(state: RowState) -> list[Message]:
-    return _user(render("system_messages/system_message", preferences=format_preferences(state.preference_set())))
+    return _user(render("sysmsg_system_message", preferences=format_preferences(state.preference_set())))
 
 
 def answer_messages(state: RowState) -> list[Message]:
@@ -187,76 +215,93 @@ def answer_messages(state: RowState) -> list[Message]:
 
 # ---------------------------------------------------------------- the engine
 
-Ask = tuple[RowState, str]  # (row, field key)
-
 
 class SystemMessageGenerator:
-    """Runs the five steps over a group of rows, each step one batch with bounded re-sampling."""
+    """Runs the five steps over a group of rows, each step one checked batch on the lockstep engine."""
 
-    def __init__(self, model: ChatModel, params: SamplingParams, settings: GenerationSettings | None = None):
+    def __init__(self, model: ChatModel, params: SamplingParams, settings: GenerationSettings | None = None,
+                 first_sample: int = 0):
         self.model = model
         self.params = params
         self.settings = settings or GenerationSettings()
         self.tokens = dict(self.settings.step_tokens)
+        # A re-run that retries failed rows starts past the samples they drew (the cache replays those).
+        self.first_sample = first_sample
 
-    def states(self, instructions: Sequence[Instruction], first_samples: dict[str, int] | None = None,
-               skip: set[str] = frozenset()) -> list[RowState]:
-        """The rows to generate: `sets` per instruction, minus `skip`, retried rows starting past their old samples."""
-        first_samples = first_samples or {}
-        return [RowState(instruction, s, first_samples.get(row_id(instruction, s), 0))
-                for instruction in instructions for s in range(self.settings.sets)
+    def states(self, instructions: Sequence[Instruction], skip: set[str] = frozenset()) -> list[RowState]:
+        """The rows to generate: `sets` per instruction, minus the ids in `skip`."""
+        return [RowState(instruction, s) for instruction in instructions for s in range(self.settings.sets)
                 if row_id(instruction, s) not in skip]
 
     def run(self, states: Sequence[RowState]) -> None:
         """Fill every state's fields; a state that cannot be finished gets `failure` set."""
-        by_instruction: dict[str, list[RowState]] = {}
-        for state in states:
-            by_instruction.setdefault(state.instruction.id, []).append(state)
-
-        def sibling_taken(state: RowState, key: str, value: str) -> str | None:
-            taken = {s.fields.get(key, "").lower() for s in by_instruction[state.instruction.id] if s is not state}
-            return f"{value!r} is already a sibling set's {key.split(':')[1]} subdimension" if value.lower() in taken else None
-
         per_dimension = [(state, dimension) for state in states for dimension in DIMENSIONS]
-        self._step("subdimension", [(s, f"subdimension:{d}", subdimension_messages(s, d)) for s, d in per_dimension],
-                   lambda reply: parse_phrase(reply.text, 6), sibling_taken)
+        self._subdimensions(states, per_dimension)
         self._step("preference", [(s, f"preference:{d}", preference_messages(s, d)) for s, d in per_dimension
-                                  if not s.failure], lambda reply: parse_phrase(reply.text, 20))
+                                  if not s.failure], lambda text: parse_phrase(text, 20))
         self._step("description", [(s, f"description:{d}", description_messages(s, d)) for s, d in per_dimension
-                                   if not s.failure], lambda reply: parse_description(reply.text))
+                                   if not s.failure], parse_description)
+        # A system message cut at the token limit keeps its whole sentences (parse_system_message).
         self._step("system", [(s, "system", system_message_messages(s)) for s in states if not s.failure],
-                   lambda reply: parse_system_message(reply.text, reply.finish_reason == "length"))
-        self._step("output", [(s, "output", answer_messages(s)) for s in states if not s.failure],
-                   lambda reply: parse_answer(reply.text))
+                   parse_system_message)
+        self._step("output", [(s, "output", answer_messages(s)) for s in states if not s.failure], parse_answer)
 
-    def _step(self, step: str, asks: list[tuple[RowState, str, list[Message]]],
-              parse: Callable, conflict: Callable[[RowState, str, str], str | None] | None = None) -> None:
-        params = self.params.replace(max_new_tokens=self.tokens[step]) if step in self.tokens else self.params
-        pending = list(asks)
+    def _params(self, step: str) -> SamplingParams:
+        return self.params.replace(max_new_tokens=self.tokens[step]) if step in self.tokens else self.params
+
+    def _record(self, state: RowState, key: str, outcome: Outcome) -> None:
+        state.raw.setdefault(key, []).append(outcome.raw)
+        if outcome.ok:
+            state.fields[key] = outcome.value
+
+    def _fail(self, state: RowState, step: str, key: str, reason: str) -> None:
+        if not state.failure:
+            state.failed_step, state.failure = step, f"{key}: {reason}"
+
+    def _step(self, step: str, asks: list[tuple[RowState, str, list[Message]]], parse: Check) -> None:
+        outcomes = generate_checked(self.model, [messages for _, _, messages in asks], self._params(step), parse,
+                                    self.settings.max_attempts, first_sample=self.first_sample)
+        for (state, key, _), outcome in zip(asks, outcomes):
+            self._record(state, key, outcome)
+            if not outcome.ok:
+                self._fail(state, step, key, outcome.reason)
+
+    @staticmethod
+    def _parse_subdimension(text: str):
+        return parse_subdimension(text, KNOWN_ASPECTS)
+
+    def _subdimensions(self, states: Sequence[RowState], per_dimension: list[tuple[RowState, str]]) -> None:
+        """Like `_step`, plus: sibling sets of one instruction take different subdimensions of a dimension.
+
+        One checked batch per attempt, so a subdimension a sibling already took is re-sampled like a
+        parse failure; within an attempt the lower set index keeps a shared answer.
+        """
+        siblings: dict[str, list[RowState]] = {}
+        for state in states:
+            siblings.setdefault(state.instruction.id, []).append(state)
+        pending = [(s, f"subdimension:{d}", subdimension_messages(s, d)) for s, d in per_dimension]
         reasons: dict[tuple[int, str], str] = {}
         for attempt in range(self.settings.max_attempts):
-            pending = [ask for ask in pending if not ask[0].failure]
+            outcomes = generate_checked(self.model, [messages for _, _, messages in pending],
+                                        self._params("subdimension"), self._parse_subdimension, 1,
+                                        first_sample=self.first_sample + attempt)
+            still = []
+            for (state, key, messages), outcome in sorted(zip(pending, outcomes), key=lambda pair: pair[0][0].set_index):
+                if outcome.ok:
+                    # The first candidate no sibling has taken for this dimension.
+                    taken = {other.fields.get(key, "").lower() for other in siblings[state.instruction.id]}
+                    free = [candidate for candidate in outcome.value if candidate.lower() not in taken]
+                    outcome = (Outcome(free[0], None, outcome.raw, 1) if free else
+                               Outcome(None, f"{outcome.value[0]!r} is already a sibling set's subdimension",
+                                       outcome.raw, 1))
+                self._record(state, key, outcome)
+                if not outcome.ok:
+                    reasons[(id(state), key)] = outcome.reason
+                    still.append((state, key, messages))
+            pending = still
             if not pending:
                 return
-            replies = self.model.generate([messages for _, _, messages in pending], params,
-                                          [state.first_sample + attempt for state, _, _ in pending])
-            still = []
-            # In set order, so the first set keeps a subdimension and its later siblings re-sample.
-            for (state, key, messages), reply in sorted(zip(pending, replies), key=lambda pair: pair[0][0].set_index):
-                state.raw.setdefault(key, []).append(reply.text)
-                state.samples_drawn = max(state.samples_drawn, attempt + 1)
-                value, reason = parse(reply)
-                if value is not None and conflict is not None:
-                    reason = conflict(state, key, value)
-                    value = None if reason else value
-                if value is None:
-                    reasons[(id(state), key)] = reason
-                    still.append((state, key, messages))
-                else:
-                    state.fields[key] = value
-            pending = still
         for state, key, _ in pending:
-            if not state.failure:
-                state.failed_step = step
-                state.failure = (f"{key}: {reasons[(id(state), key)]} "
-                                 f"(after {self.settings.max_attempts} samples)")
+            self._fail(state, "subdimension", key,
+                       f"{reasons[(id(state), key)].removesuffix(' after 1 attempts')} "
+                       f"(after {self.settings.max_attempts} attempts)")
