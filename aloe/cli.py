@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aloe.errors import AloeError
 from aloe.models import DTYPE_CHOICES, ModelOptions, ModelPool, SamplingParams
@@ -40,11 +40,93 @@ def cli_main(main: Callable[..., int | None]) -> Callable[..., int]:
     return wrapper
 
 
+class RecipeError(AloeError):
+    """A `--config` recipe that cannot be read or sets an unknown or ill-typed flag."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors (bad choice, bad type) are AloeErrors: one line and exit 1 under cli_main."""
+    """argparse whose usage errors (bad choice, bad type) are AloeErrors: one line and exit 1 under cli_main.
+
+    A parser given `add_recipe_arg` layers settings: defaults < the `--config` YAML < the command line.
+    """
 
     def error(self, message: str):
         raise AloeError(f"{message} (see {self.prog} --help)")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace=None) -> argparse.Namespace:
+        argv = list(sys.argv[1:] if args is None else args)
+        parsed = super().parse_args(argv, namespace)
+        if getattr(parsed, "config", None):
+            self._apply_recipe(parsed, argv)
+        return parsed
+
+    def _apply_recipe(self, parsed: argparse.Namespace, argv: list[str]) -> None:
+        recipe = parsed.config
+        actions = {a.dest: a for a in self._actions if a.dest not in ("help", "config")}
+        # A key is a dest or any long flag name, with - or _ (a renamed flag keeps its old name as an alias).
+        by_key = {dest: action for dest, action in actions.items()}
+        for action in actions.values():
+            for option in action.option_strings:
+                if option.startswith("--"):
+                    by_key[option[2:].replace("-", "_")] = action
+        # argparse only fills defaults into attributes a namespace lacks, so a pre-filled namespace tells
+        # which flags the command line really gave.
+        given = super().parse_args(argv, argparse.Namespace(**dict.fromkeys(actions, _UNSET)))
+        for key, value in load_recipe(recipe).items():
+            action = by_key.get(str(key).replace("-", "_"))
+            if action is None:
+                raise RecipeError(f"{recipe}: {key}: unknown key; known keys: {', '.join(sorted(actions))}")
+            if getattr(given, action.dest) is _UNSET:
+                setattr(parsed, action.dest, _recipe_value(action, value, f"{recipe}: {key}"))
+
+
+_UNSET = object()
+
+
+def add_recipe_arg(parser: argparse.ArgumentParser) -> None:
+    """`--config recipe.yaml`: a stage's settings from a file whose keys are its flag names (flags given win)."""
+    parser.add_argument("--config", default=None, metavar="RECIPE",
+                        help="recipe YAML; its keys are flag names (flags given here win)")
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """A recipe's mapping of flag names to values."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: expected a mapping of flag names to values, got {type(data).__name__}")
+    return data
+
+
+def _recipe_value(action: argparse.Action, value: Any, where: str) -> Any:
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
+        if not isinstance(value, bool):
+            raise RecipeError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if action.nargs in ("+", "*"):
+        values = value if isinstance(value, list) else [value]
+        return [_convert(action, item, where) for item in values]
+    return _convert(action, value, where)
+
+
+def _convert(action: argparse.Action, value: Any, where: str) -> Any:
+    if action.type is not None and value is not None:
+        try:
+            value = action.type(value)
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+            raise RecipeError(f"{where}: {exc}") from None
+    if action.choices is not None and value not in action.choices:
+        raise RecipeError(f"{where}: must be one of {', '.join(map(str, action.choices))}, got {value!r}")
+    return value
 
 
 def add_model_args(parser: argparse.ArgumentParser, roles: Sequence[str] = (), default: str = "embedded") -> None:
@@ -97,6 +179,28 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of at least 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1)."""
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
     return value
 
 

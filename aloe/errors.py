@@ -15,3 +15,7 @@ class ModelCallError(AloeError):
 
 class RecordError(AloeError):
     """A malformed input record; the message is `file:line: field: problem`."""
+
+
+class TrainingError(AloeError):
+    """A training setting or input that cannot work; raised before any training starts."""

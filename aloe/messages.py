@@ -49,3 +49,15 @@ def validate_messages(messages: Sequence[Message]) -> None:
         if role != expected:
             raise ValueError(f"messages must alternate user/assistant after an optional system message, got {roles}")
 
+
+
+def inline_system_message(messages: Sequence[Message]) -> list[Message]:
+    """A leading system message moved into the first user message (`system\\nuser`), for chat templates
+    without a system role (Mistral's): the form the system-message paper trained and prompted such models with."""
+    messages = list(messages)
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0], messages[1:]
+    if rest and rest[0]["role"] == "user":
+        return [{**rest[0], "content": f"{system['content']}\n{rest[0]['content']}"}] + rest[1:]
+    return [{"role": "user", "content": system["content"]}] + rest

@@ -80,6 +80,15 @@ class Turn(Record):
     judge: TurnJudgement | None = None  # absent in files from the original ALOE code
 
     @property
+    def decided(self) -> bool | None:
+        """Whether both judge orders picked the same reply; None when the file records no judgement.
+
+        A tie or a missing verdict was labelled by the run's --on-tie rule, not by the judge, so
+        training leaves such turns out unless asked (`--include-undecided`).
+        """
+        return None if self.judge is None else self.judge.outcome == "agree"
+
+    @property
     def verdict_missing(self) -> bool:
         """Whether an order of the judge gave no verdict (asked again on the next run)."""
         return self.judge is not None and self.judge.outcome == "unparsed"
@@ -122,3 +131,47 @@ class Conversation(Record):
             messages.append({"role": "assistant", "content": turn.continued_reply})
         messages.append({"role": "user", "content": self.conversations[turn_index].user})
         return messages
+
+
+def content_id(prefix: str, *parts: Any) -> str:
+    """A stable id from a record's content, for files whose records carry none."""
+    return prefix + hashlib.sha1(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:12]
+
+
+class ChatMessage(Record):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class PreferencePair(Record):
+    """A preference pair: `chosen` over `rejected` as replies to `prompt` (optionally under a system message)."""
+
+    id: str = ""
+    prompt: str = Field(min_length=1)
+    chosen: str
+    rejected: str
+    domain: str | None = None
+    system: str | None = None
+
+    @model_validator(mode="after")
+    def _stable_id(self) -> "PreferencePair":
+        if not self.id:
+            self.id = content_id("pair-", self.prompt, self.chosen, self.rejected)
+        return self
+
+
+class SystemMessageRow(Record):
+    """A Multifaceted-Collection row: the answer `output` to `prompt` under the system message `system`."""
+
+    id: str = ""
+    system: str = Field(min_length=1)
+    prompt: str = Field(min_length=1)
+    output: str = Field(min_length=1)
+    main_source: str | None = None
+    preference_set: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def _stable_id(self) -> "SystemMessageRow":
+        if not self.id:
+            self.id = content_id("sysmsg-", self.system, self.prompt)
+        return self

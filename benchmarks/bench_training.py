@@ -86,7 +86,7 @@ def run_bare_trl(args, conversations: Path, output: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from aloe.embedded import embedded_chat_checkpoint
+    from aloe.models.local import local_path
 
     started = time.perf_counter()
     examples = []
@@ -98,7 +98,7 @@ def run_bare_trl(args, conversations: Path, output: Path) -> dict:
             examples.append({"prompt": list(history),
                              "completion": [{"role": "assistant", "content": turn["assistant"]["preferred"]}]})
             history.append({"role": "assistant", "content": turn["assistant"][turn.get("chosen") or "preferred"]})
-    path = str(embedded_chat_checkpoint()) if args.model == "embedded" else args.model
+    path = local_path(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")

@@ -8,7 +8,8 @@
 #   bash scripts/train_paper.sh --conversations runs/my/conversations.jsonl   # extra flags go to every run
 #
 # Outputs: model_output/<model>_sft_preferred, <model>_sft_rejected, <model>_dpo (evaluation --model names).
-# A killed run resumes from its last checkpoint when re-run (--resume-from-checkpoint); finished ones are skipped.
+# A killed run resumes from its last checkpoint when re-run (--resume-from-checkpoint); finished ones are
+# skipped (they train on only when a recipe asks for more steps or epochs than they ran).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+import stage_scripts
 
 from aloe.records import Conversation
 from aloe.training import (
@@ -19,10 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"training_{name}", ROOT / "training" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return stage_scripts.load_script(f"training/{name}.py")
 
 
 def turn(user, preferred, rejected, chosen=None):
@@ -245,9 +242,7 @@ def test_empty_file(tmp_path, tiny_model_dir, capsys):
 
 
 def test_unknown_data_branch_is_an_argparse_error(conversations_file, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        load_script("sft").main(["--data", "chosen", "--conversations", str(conversations_file)])
-    assert exit_info.value.code == 2
+    assert load_script("sft").main(["--data", "chosen", "--conversations", str(conversations_file)]) == 1
     assert "invalid choice: 'chosen'" in capsys.readouterr().err
 
 

@@ -1,15 +1,12 @@
-"""DPO on the per-turn preference pairs of the tree-structured ALOE conversations.
+"""DPO on preference pairs: ALOE turns (preferred over rejected), preference pairs, trl preference rows.
 
-    python training/dpo.py --model embedded --conversations runs/conversations/conversations.jsonl
-    python training/dpo.py --model embedded_sft_preferred --conversations ...   # start from an SFT model
+    python training/dpo.py --model embedded --train-data runs/conversations/conversations.jsonl
+    python training/dpo.py --model embedded_sft_preferred --train-data ...   # start from an SFT model
     accelerate launch --config_file training/configs/deepspeed_zero3.yaml training/dpo.py \
         --config training/recipes/llama3_dpo.yaml
 
-One pair per turn: the history along the branch the conversation continued with, `preferred` as
-chosen and `rejected` as rejected. With LoRA the frozen base is the reference. See docs/training.md.
+With LoRA the frozen base is the reference. See docs/training.md.
 """
-
-from __future__ import annotations
 
 import sys
 
@@ -19,9 +16,7 @@ from aloe.training import build_parser, one_line, parse_args, train
 
 @cli_main
 def main(argv=None) -> int:
-    args = parse_args(build_parser("dpo"), argv)
-    print(one_line(train("dpo", args)))
-    return 0
+    print(one_line(train("dpo", parse_args(build_parser("dpo"), argv))))
 
 
 if __name__ == "__main__":

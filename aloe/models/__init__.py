@@ -43,7 +43,9 @@ BACKENDS = {
 }
 
 LOCAL_BACKENDS = ("embedded", "hf")  # generate with transformers on this machine: --batch-size and --dtype apply
-DTYPE_CHOICES = ("auto", "bf16", "fp32")  # ModelOptions.dtype; the last two are aloe.models.local.DTYPES
+# The one dtype table: --dtype name -> torch dtype name. "auto" is resolved in aloe.models.local.resolve_dtype.
+DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
+DTYPE_CHOICES = ("auto", *DTYPES)  # ModelOptions.dtype, every --dtype flag
 
 SPEC_HELP = (
     "use 'embedded', 'hf:<hub-id-or-path>', a local checkpoint path, a name under model_output/, "

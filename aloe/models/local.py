@@ -14,24 +14,14 @@ from pathlib import Path
 
 import torch
 
-from aloe.messages import truncate_left
 from aloe.errors import ModelCallError, ModelSpecError
+from aloe.messages import Message, inline_system_message, truncate_left, validate_messages
+from aloe.models import DTYPES
 from aloe.models.base import ChatModel, Reply, SamplingParams
-from aloe.messages import Message, validate_messages
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def default_dtype(device: str) -> torch.dtype:
-    """The training dtype: bf16 on GPUs that have it, fp32 on CPU (CPU autocast training is slow and lossy)."""
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
 
 
 def cpu_has_native_bf16() -> bool:
@@ -43,14 +33,24 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def inference_dtype(device: str, choice: str = "auto") -> torch.dtype:
-    """The generation dtype. `auto` is bf16 wherever the hardware has it, CPUs with native bf16 included
-    (2.5x fp32 prefill on an AVX512-BF16 EPYC, see docs/BENCHMARKS.md), else fp32."""
+def resolve_dtype(choice: str = "auto", device: str | None = None, *, training: bool = False) -> torch.dtype:
+    """The torch dtype a `--dtype` choice means on `device`; the one home of `auto`.
+
+    `auto` is bf16 wherever the hardware computes it natively, else fp32: GPUs with bf16, and for
+    generation CPUs with AVX512-BF16 or AMX (2.5x fp32 prefill on such an EPYC, see docs/BENCHMARKS.md).
+    Training on a CPU stays fp32 even there: CPU autocast training is slow and rounds small updates away.
+    """
     if choice != "auto":
-        return DTYPES[choice]
+        return getattr(torch, DTYPES[choice])
+    device = device or default_device()
     if device.startswith("cuda"):
-        return default_dtype(device)
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() and not training else torch.float32
+
+
+def inference_dtype(device: str, choice: str = "auto") -> torch.dtype:
+    """The generation dtype (see `resolve_dtype`)."""
+    return resolve_dtype(choice, device)
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -59,53 +59,108 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def inference_dtype_name(choice: str = "auto", device: str | None = None) -> str:
     """The name of the dtype `choice` means on this machine (or on `device`)."""
-    return dtype_name(inference_dtype(device or default_device(), choice))
+    return dtype_name(resolve_dtype(choice, device))
 
 
-def load_tokenizer(path: str):
+def local_path(spec: str) -> str:
+    """Local path or hub id of the weights of a local model spec (the embedded model, hf:, a path, a name)."""
+    from aloe.models import resolve_spec
+
+    resolved = resolve_spec(spec)
+    if resolved.backend == "embedded":
+        from aloe.embedded import embedded_chat_checkpoint
+
+        return str(embedded_chat_checkpoint())
+    if resolved.backend != "hf":
+        raise ModelSpecError(f"{spec!r} is not a local model, and this needs local weights: use 'embedded', "
+                             "'hf:<hub-id-or-path>', a local path or a model_output name")
+    return resolved.target
+
+
+def load_pretrained(spec: str, path: str, dtype: torch.dtype, auto_class=None, **kwargs):
+    """Weights of a local model (a causal LM unless `auto_class` says otherwise); a bad path is one ModelSpecError."""
+    if auto_class is None:
+        from transformers import AutoModelForCausalLM as auto_class
+    try:
+        return auto_class.from_pretrained(path, dtype=dtype, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelSpecError(f"cannot load model {spec!r} from {path}: {str(exc).splitlines()[0]}") from None
+
+
+def template_hash(tokenizer) -> str:
+    """Short sha256 of a tokenizer's chat template, recorded wherever a model's prompts matter."""
+    return hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest()[:16]
+
+
+def load_tokenizer(path: str, chat_template: str | None = None, *, require_chat_template: bool = True):
+    """The tokenizer of a local model, with a pad token; `chat_template` (Jinja text) replaces its own."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if not tokenizer.chat_template:
+    if require_chat_template and not tokenizer.chat_template:
         raise ModelSpecError(f"{path} has no chat template: use an instruct/chat model or add a template to its tokenizer")
     return tokenizer
+
+
+_SYSTEM_PROBE = "aloe-system-probe"
+_system_role: dict[str, bool] = {}  # chat template text -> whether it renders a system message
+
+
+def has_system_role(tokenizer) -> bool:
+    """Whether the chat template renders a system message (Mistral's raises or drops it)."""
+    template = tokenizer.chat_template or ""
+    if template not in _system_role:
+        try:
+            text = tokenizer.apply_chat_template([{"role": "system", "content": _SYSTEM_PROBE},
+                                                  {"role": "user", "content": "hi"}], tokenize=False)
+            _system_role[template] = _SYSTEM_PROBE in text
+        except Exception:  # noqa: BLE001 - templates refuse with jinja's TemplateError or whatever they raise
+            _system_role[template] = False
+    return _system_role[template]
+
+
+def chat_messages(messages: Sequence[Message], tokenizer) -> list[Message]:
+    """Messages as this model's template takes them: a system message goes inline where it has no system role.
+
+    Training and generation both pass through here, so a model sees its system message at inference
+    exactly where it saw it in training.
+    """
+    if messages and messages[0]["role"] == "system" and not has_system_role(tokenizer):
+        return inline_system_message(messages)
+    return list(messages)
 
 
 class LocalChatModel(ChatModel):
     def __init__(self, spec: str, path: str, *, batch_size: int = 8, device: str | None = None,
                  dtype: torch.dtype | str = "auto", model=None, tokenizer=None):
-        from transformers import AutoModelForCausalLM
-
         self.spec = spec
         self.path = str(path)
         self.batch_size = max(1, batch_size)
         self.device = device or default_device()
-        dtype = inference_dtype(self.device, dtype) if isinstance(dtype, str) else dtype
+        dtype = resolve_dtype(dtype, self.device) if isinstance(dtype, str) else dtype
         try:
             self.tokenizer = tokenizer or load_tokenizer(self.path)
-            self.model = model or AutoModelForCausalLM.from_pretrained(self.path, dtype=dtype)
         except (OSError, ValueError) as exc:
             raise ModelSpecError(f"cannot load model {spec!r} from {self.path}: {str(exc).splitlines()[0]}") from None
+        self.model = model or load_pretrained(spec, self.path, dtype)
         self.model.to(self.device).eval()
         self.context_length = getattr(self.model.config, "max_position_embeddings", None) or 2048
 
     @classmethod
     def from_spec(cls, spec, resolved, options):
-        if resolved.backend == "embedded":
-            from aloe.embedded import embedded_chat_checkpoint
-
-            return cls(spec, str(embedded_chat_checkpoint()), batch_size=options.batch_size, dtype=options.dtype)
-        return cls(spec, resolved.target, batch_size=options.batch_size, dtype=options.dtype)
+        return cls(spec, local_path(spec), batch_size=options.batch_size, dtype=options.dtype)
 
     @property
     def dtype_name(self) -> str:
         return dtype_name(self.model.dtype)
 
     def describe(self):
-        template_hash = hashlib.sha256(self.tokenizer.chat_template.encode()).hexdigest()[:16]
-        return {"spec": self.spec, "path": self.path, "dtype": self.dtype_name, "chat_template_sha256": template_hash}
+        return {"spec": self.spec, "path": self.path, "dtype": self.dtype_name,
+                "chat_template_sha256": template_hash(self.tokenizer)}
 
     def cache_identity(self):
         # A folder retrained under the same name (model_output/embedded_dpo) must not replay old replies.
@@ -119,8 +174,8 @@ class LocalChatModel(ChatModel):
         """Token ids of the prompt, its history cut from the left to leave room for the reply."""
 
         def ids(msgs):
-            return self.tokenizer.apply_chat_template(list(msgs), add_generation_prompt=True, tokenize=True,
-                                                      return_dict=False)
+            return self.tokenizer.apply_chat_template(chat_messages(msgs, self.tokenizer), add_generation_prompt=True,
+                                                      tokenize=True, return_dict=False)
 
         limit = self.context_length - max_new_tokens
         if limit < 1:
