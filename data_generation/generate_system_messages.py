@@ -40,6 +40,8 @@ def build_parser() -> ArgumentParser:
                         help="preference sets (system messages) per instruction (released data: 3)")
     parser.add_argument("--max-attempts", type=positive_int, default=GenerationSettings.max_attempts,
                         help="samples per field before a row fails for this run")
+    parser.add_argument("--system-max-new-tokens", type=positive_int, default=GenerationSettings.system_tokens,
+                        help="token limit of a system message (released ones: about 150-300 tokens)")
     parser.add_argument("--group-size", type=positive_int, default=64,
                         help="instructions run together through the five steps; rows are written per group")
     parser.add_argument("--shard", type=shard_arg, default=None,
@@ -81,7 +83,7 @@ def main(argv=None):
         output.unlink()
     failures_path = sidecar(output, "failures.jsonl")
     first_sample = 0 if args.overwrite else next_first_sample(failures_path)
-    settings = GenerationSettings(sets=args.sets, max_attempts=args.max_attempts)
+    settings = GenerationSettings(sets=args.sets, max_attempts=args.max_attempts, system_tokens=args.system_max_new_tokens)
     done = existing_ids(output)
     total = len(instructions) * args.sets
 

@@ -367,3 +367,20 @@ def test_bad_bench_items_are_one_line_naming_file_record_and_field(tmp_path, cap
     assert run_script("evaluation/eval_multifaceted.py", "--bench", bench, "--output", tmp_path / "r.json") == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(rf"bench.jsonl:1: {re.escape(field)}", err)
+
+
+def test_training_reads_the_rows_and_the_pairs_with_the_system_message(tmp_path):
+    import argparse
+
+    from aloe.jsonl import rewrite_jsonl
+    from aloe.training.formats import read_rows
+
+    rows = [row("a", 0, "A0"), row("a", 1, "A1")]
+    rewrite_jsonl(tmp_path / "rows.jsonl", rows)
+    rewrite_jsonl(tmp_path / "pairs.jsonl", sibling_pairs(rows)[0])
+    name, sft = read_rows([str(tmp_path / "rows.jsonl")], "completion", argparse.Namespace())
+    assert name == "system_messages" and sft.rows[0]["prompt"][0] == {"role": "system", "content": rows[0].system}
+    name, preference = read_rows([str(tmp_path / "pairs.jsonl")], "preference", argparse.Namespace())
+    first = preference.rows[0]
+    assert first["prompt"][0]["role"] == "system" and first["chosen"][0]["content"] == "A0"
+    assert first["rejected"][0]["content"] == "A1"

@@ -51,9 +51,9 @@ STEPS = ("subdimension", "preference", "description", "system", "output")
 class GenerationSettings:
     sets: int = 3  # preference sets (system messages) per instruction, as in the released data
     max_attempts: int = 3  # samples per field before a row fails for this run
-    # Tokens per step: the field steps are short on purpose, so small models stay on task.
-    step_tokens: tuple[tuple[str, int], ...] = (("subdimension", 16), ("preference", 32), ("description", 96),
-                                                ("system", 256))
+    system_tokens: int = 256  # a system message; the gold answer follows the run's max_new_tokens
+    # Tokens of the field steps: short on purpose, so small models stay on task.
+    field_tokens: tuple[tuple[str, int], ...] = (("subdimension", 16), ("preference", 32), ("description", 96))
 
 
 def row_id(instruction: Instruction, set_index: int) -> str:
@@ -224,7 +224,7 @@ class SystemMessageGenerator:
         self.model = model
         self.params = params
         self.settings = settings or GenerationSettings()
-        self.tokens = dict(self.settings.step_tokens)
+        self.tokens = {**dict(self.settings.field_tokens), "system": self.settings.system_tokens}
         # A re-run that retries failed rows starts past the samples they drew (the cache replays those).
         self.first_sample = first_sample
 

@@ -7,13 +7,12 @@ unchanged; ours add an id, the raw model texts and provenance beside those colum
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from aloe.records import Record
+from aloe.records import Record, content_id
+from aloe.records import SystemMessageRow as TrainingRow
 
 Dimension = Literal["style", "background_knowledge", "informativeness", "harmlessness"]
 DIMENSIONS: tuple[Dimension, ...] = ("style", "background_knowledge", "informativeness", "harmlessness")
@@ -24,11 +23,6 @@ def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
     return value
-
-
-def content_id(prefix: str, *parts: Any) -> str:
-    """A stable id from content, for files that carry none (the released benchmark has no id column)."""
-    return prefix + hashlib.sha1(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:12]
 
 
 class Preference(Record):
@@ -66,30 +60,25 @@ class Instruction(Record):
         return self
 
 
-class SystemMessageRow(Record):
-    """One generated (or released) training row: a preference set, its system message and gold answer."""
+class SystemMessageRow(TrainingRow):
+    """The training row (system, prompt, output) with what this method adds: the validated preference set,
+    the instruction it answers (siblings share it), which set it is, and the raw model texts."""
 
-    id: str = ""
     main_source: str = "unknown"
     original_source: str | None = None
     preference_set: list[Preference]
-    system: str
-    prompt: str
-    output: str
     instruction_id: str | None = None
-    set_index: int | None = None  # which of the instruction's sets (siblings share instruction_id)
+    set_index: int | None = None  # which of the instruction's sets
     raw: dict[str, Any] = Field(default_factory=dict)  # every model text the row was parsed from
 
     _check_text = field_validator("system", "prompt", "output")(_not_blank)
     _check_set = field_validator("preference_set")(check_preference_set)
 
     @model_validator(mode="after")
-    def _stable_id(self) -> "SystemMessageRow":
-        # Released rows carry no id or instruction id: siblings are the rows that share a prompt.
+    def _siblings(self) -> "SystemMessageRow":
+        # Released rows carry no instruction id: siblings are the rows that share a prompt.
         if not self.instruction_id:
             self.instruction_id = content_id("instr-", self.prompt)
-        if not self.id:
-            self.id = content_id("sm-", self.prompt, self.system)
         return self
 
 
