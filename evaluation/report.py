@@ -31,7 +31,7 @@ def load_result(path: str | Path) -> dict:
     except json.JSONDecodeError as exc:
         raise AloeError(f"{path}: not valid JSON ({exc.msg})") from None
     if not isinstance(data, dict) or data.get("benchmark") not in ("aloe", "multifaceted") or "metrics" not in data:
-        raise AloeError(f"{path}: not a benchmark result (expected the JSON written by evaluation/eval_aloe.py "
+        raise AloeError(f"{path}: not an ALOE result nor a Multifaceted one (expected the JSON written by evaluation/eval_aloe.py "
                         "or evaluation/eval_multifaceted.py)")
     return data
 

@@ -19,16 +19,17 @@ BASE_MODEL=${BASE_MODEL:-embedded}       # the model that is trained and evaluat
 JUDGE_MODEL=${JUDGE_MODEL:-embedded}     # the rubric judge
 RUN=${RUN:-runs/system_messages}
 INSTRUCTIONS=${INSTRUCTIONS:-datasets/instructions/instructions.jsonl}
-LIMIT=${LIMIT:-6}                        # instructions (x 3 preference sets each)
-GEN_TOKENS=${GEN_TOKENS:-96}             # gold-answer length
-SYSTEM_TOKENS=${SYSTEM_TOKENS:-128}         # system-message length (released: about 150-300 tokens)
+LIMIT=${LIMIT:-3}                        # instructions (x 3 preference sets each)
+GEN_TOKENS=${GEN_TOKENS:-64}             # gold-answer length
+SYSTEM_TOKENS=${SYSTEM_TOKENS:-96}          # system-message length (released: about 150-300 tokens)
 GEN_ARGS=${GEN_ARGS:-}
 TRAIN_STEPS=${TRAIN_STEPS:-2}            # -1: full epochs
 TRAIN_ARGS=${TRAIN_ARGS:-}
 N=${N:-4}                                # best-of-N samples
-EVAL_LIMIT=${EVAL_LIMIT:-4}              # benchmark items of the shipped 31
+EVAL_LIMIT=${EVAL_LIMIT:-3}              # benchmark items of the shipped 31
 RUNS=${RUNS:-2}                          # judge runs
-EVAL_TOKENS=${EVAL_TOKENS:-64}
+EVAL_TOKENS=${EVAL_TOKENS:-48}
+JUDGE_TOKENS=${JUDGE_TOKENS:-64}
 JUDGE_ARGS=${JUDGE_ARGS:-}               # e.g. "--judge-sees-system --judge-temperature 1.0"
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 export ALOE_MODEL_OUTPUT=${ALOE_MODEL_OUTPUT:-$RUN/model_output}
@@ -64,11 +65,12 @@ results=()
 for evaluated in "$BASE_MODEL" "${trained}_sft" "${trained}_dpo" "${trained}_orpo"; do
     label=$($PY -c "import sys; from aloe.models import short_name; print(short_name(sys.argv[1]))" "$evaluated")
     $PY evaluation/eval_multifaceted.py --model "$evaluated" --judge-model "$JUDGE_MODEL" --limit "$EVAL_LIMIT" \
-        --runs "$RUNS" --max-new-tokens "$EVAL_TOKENS" --output "$RESULTS/$label.json" $JUDGE_ARGS
+        --runs "$RUNS" --max-new-tokens "$EVAL_TOKENS" --judge-max-new-tokens "$JUDGE_TOKENS" --output "$RESULTS/$label.json" $JUDGE_ARGS
     results+=("$RESULTS/$label.json")
 done
 $PY evaluation/eval_multifaceted.py --responses "$RUN/best_of_$N.jsonl" --name "${name}_best_of_$N" \
-    --judge-model "$JUDGE_MODEL" --limit "$EVAL_LIMIT" --runs "$RUNS" --output "$RESULTS/${name}_best_of_$N.json" $JUDGE_ARGS
+    --judge-model "$JUDGE_MODEL" --limit "$EVAL_LIMIT" --runs "$RUNS" \
+    --judge-max-new-tokens "$JUDGE_TOKENS" --output "$RESULTS/${name}_best_of_$N.json" $JUDGE_ARGS
 results+=("$RESULTS/${name}_best_of_$N.json")
 
 step "6/6 comparison"

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from aloe.interaction.conversations import PersonaPair, pair_id
 from aloe.errors import AloeError
-from aloe.judges import Verdict
+from aloe.judges import JudgeAttempt, JudgedScore, Verdict
 from aloe.judges import score as score_judge
 from aloe.jsonl import read_records
 from aloe.metrics import alignment_metrics
@@ -42,18 +42,7 @@ PROMPTS = (*USER_SIMULATOR_PROMPTS, *score_judge.PROMPTS)
 # ---------------------------------------------------------------- records
 
 
-class JudgeAttempt(Record):
-    raw: str
-    score: int | None = Field(default=None, ge=1, le=5)
-    reason: str | None = None
-
-
-class TurnScore(Record):
-    """The judge's score of one reply (None with the reason when no ask gave a readable verdict)."""
-
-    score: int | None = Field(default=None, ge=1, le=5)
-    reason: str | None = None
-    attempts: list[JudgeAttempt] = Field(default_factory=list)
+TurnScore = JudgedScore  # the judge's score of one reply
 
 
 class EvalTurn(Record):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from aloe.judges import rubric
+from aloe.judges import JudgeAttempt, JudgedScore, rubric
 from aloe.lockstep import generate
 from aloe.metrics import rubric_metrics
 from aloe.models.base import ChatModel, SamplingParams
@@ -26,20 +26,7 @@ from aloe.system_messages.records import BenchItem
 PROMPTS = rubric.PROMPTS
 
 
-class JudgeAttempt(Record):
-    raw: str
-    score: int | None = Field(default=None, ge=1, le=5)
-    reason: str | None = None
-
-
-class RubricJudgement(Record):
-    """One rubric's grade in one judge run (None with the reason when no ask gave a readable verdict)."""
-
-    score: int | None = Field(default=None, ge=1, le=5)
-    reason: str | None = None
-    attempts: list[JudgeAttempt] = Field(default_factory=list)
-
-
+RubricJudgement = JudgedScore  # one rubric's grade in one judge run
 class BenchRecord(Record):
     """One item's response and its grades: judgements[run][rubric]."""
 

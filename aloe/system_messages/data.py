@@ -59,21 +59,19 @@ def read_instructions(path: str | os.PathLike) -> list[Instruction]:
     return instructions
 
 
-def read_rows(path: str | os.PathLike) -> list[SystemMessageRow]:
+def _read(path: str | os.PathLike, schema, kind: str) -> list:
     path = Path(path)
     try:
-        rows = read_records(path, SystemMessageRow)
+        records = read_records(path, schema)
     except UnicodeDecodeError:
         raise RecordError(f"{path}: not UTF-8 text") from None
-    _unique(path, [row.id for row in rows], "row")
-    return rows
+    _unique(path, [record.id for record in records], kind)
+    return records
+
+
+def read_rows(path: str | os.PathLike) -> list[SystemMessageRow]:
+    return _read(path, SystemMessageRow, "row")
 
 
 def read_bench(path: str | os.PathLike = BENCH) -> list[BenchItem]:
-    path = Path(path)
-    try:
-        items = read_records(path, BenchItem)
-    except UnicodeDecodeError:
-        raise RecordError(f"{path}: not UTF-8 text") from None
-    _unique(path, [item.id for item in items], "benchmark item")
-    return items
+    return _read(path, BenchItem, "benchmark item")
