@@ -28,7 +28,7 @@ from aloe.responses import generate_responses, read_responses
 from aloe.system_messages.benchmark import (
     PROMPTS, BenchRecord, judge_responses, metrics, plot_results, response_requests, results_table,
 )
-from aloe.system_messages.data import BENCH, read_bench
+from aloe.system_messages.data import BENCH, RELEASED_BENCH, read_bench
 
 DEFAULT_JUDGE = "embedded"  # the paper used GPT-4-Turbo; the judge is part of the benchmark, not the model
 
@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     # The paper's generation settings for open models (its repetition penalty of 1.03 has no API equivalent).
     parser.set_defaults(temperature=1.0, top_p=0.9, max_new_tokens=1024)
     group = parser.add_argument_group("benchmark")
-    group.add_argument("--bench", default=str(BENCH), help="benchmark items JSONL (default: the shipped 31 items)")
+    group.add_argument("--bench", default=str(BENCH),
+                       help=f"benchmark items JSONL (default: the shipped 31 items), or {RELEASED_BENCH} for the "
+                            "released 921 items when the hub is reachable")
     group.add_argument("--limit", type=positive_int, default=None, help="only the first N items")
     group.add_argument("--responses", default=None,
                        help="grade these responses (ids = benchmark ids) instead of generating with --model")
@@ -88,7 +90,7 @@ def main(argv=None):
     judge_params = sampling_params(args, temperature=args.judge_temperature, max_new_tokens=args.judge_max_new_tokens)
     judgements = judge_responses(judge, items, [r.response for r in responses], judge_params, args.runs,
                                  args.judge_sees_system)
-    records = [BenchRecord(id=item.id, source=item.source, prompt=item.prompt, system=item.system,
+    records = [BenchRecord(id=item.id, source=item.source, prompt=item.prompt, condition=item.system,
                            response=response.response, finish_reason=response.finish_reason, flags=response.flags,
                            judgements=judged)
                for item, response, judged in zip(items, responses, judgements)]

@@ -352,6 +352,9 @@ def test_eval_multifaceted_end_to_end_on_a_tiny_model(tmp_path, tiny_chatty_mode
     assert m["parsed"] + m["unparsed"] == 2 * 2 * 4  # a gibberish judge: unparsed verdicts are counted, not numbers
     assert output.with_suffix(".png").exists() and len(output.with_suffix(".records.jsonl").read_text().splitlines()) == 2
     assert "| model |" in capsys.readouterr().out
+    from aloe.responses import read_responses
+
+    assert read_responses(output.with_suffix(".records.jsonl"))[0].condition == read_bench(BENCH)[0].system
     assert run_script("evaluation/report.py", output, output, "--output", tmp_path / "report.md") == 0
 
 
@@ -418,3 +421,11 @@ def test_bad_input_files_are_one_line_and_exit_1(tmp_path, capsys, kind, script,
     assert run_script(script, *args) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "input.jsonl" in err
+
+
+def test_the_released_benchmark_offline_is_one_error_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert run_script("evaluation/eval_multifaceted.py", "--bench", "hf:kaist-ai/Multifaceted-Bench",
+                      "--output", tmp_path / "r.json") == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "hf:kaist-ai/Multifaceted-Bench: cannot load" in err

@@ -28,12 +28,13 @@ PROMPTS = rubric.PROMPTS
 
 RubricJudgement = JudgedScore  # one rubric's grade in one judge run
 class BenchRecord(Record):
-    """One item's response and its grades: judgements[run][rubric]."""
+    """One item's response and its grades: judgements[run][rubric]. A response record too (the condition is
+    the system message), so win_rate.py compares two models' records files directly."""
 
     id: str
     source: str
     prompt: str
-    system: str
+    condition: str  # the item's system message
     response: str
     finish_reason: str = "stop"
     flags: list[str] = Field(default_factory=list)

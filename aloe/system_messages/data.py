@@ -73,5 +73,34 @@ def read_rows(path: str | os.PathLike) -> list[SystemMessageRow]:
     return _read(path, SystemMessageRow, "row")
 
 
+RELEASED_BENCH = "hf:kaist-ai/Multifaceted-Bench"  # the authors' 921 items (needs the hub)
+
+
 def read_bench(path: str | os.PathLike = BENCH) -> list[BenchItem]:
+    """Benchmark items from a JSONL file, or from the hub with `hf:<dataset id>` (the released benchmark)."""
+    if str(path).startswith("hf:"):
+        return _read_hub_bench(str(path))
     return _read(path, BenchItem, "benchmark item")
+
+
+def _read_hub_bench(spec: str) -> list[BenchItem]:
+    from pydantic import ValidationError
+
+    name = spec.removeprefix("hf:")
+    try:
+        from datasets import load_dataset
+
+        rows = load_dataset(name, split="train")
+    except Exception as exc:  # the hub client raises many kinds (offline, missing, auth)
+        raise RecordError(f"{spec}: cannot load the dataset from the hub ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else 'no message'}); download it and pass "
+                          "the JSONL file to --bench") from None
+    items = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            items.append(BenchItem.model_validate(dict(row)))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise RecordError(f"{spec}: record {number}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    _unique(Path(name), [item.id for item in items], "benchmark item")
+    return items
