@@ -6,7 +6,8 @@
 #   bash scripts/system_messages.sh                                        # toy sizes on the embedded model
 #   MODEL=openai:gpt-4-turbo BASE_MODEL=hf:mistral-community/Mistral-7B-v0.2 JUDGE_MODEL=openai:gpt-4-turbo \
 #       INSTRUCTIONS=my_instructions.jsonl LIMIT=65000 TRAIN_STEPS=-1 EVAL_LIMIT=1000000 RUNS=3 \
-#       N=64 GEN_TOKENS=1024 EVAL_TOKENS=1024 JUDGE_ARGS="--judge-temperature 1.0" RUN=runs/sysmsg_paper \
+#       N=64 GEN_TOKENS=1024 SYSTEM_TOKENS=384 EVAL_TOKENS=1024 JUDGE_TOKENS=1024 JUDGE_ARGS="--judge-temperature 1.0" \
+#       RUN=runs/sysmsg_paper \
 #       bash scripts/system_messages.sh                                    # paper-like (API + GPU; see docs)
 #
 # Every stage resumes or replays its response cache: re-running after an interruption continues.
