@@ -5,7 +5,7 @@
 #
 #   bash scripts/system_messages.sh                                        # toy sizes on the embedded model
 #   MODEL=openai:gpt-4-turbo BASE_MODEL=hf:mistral-community/Mistral-7B-v0.2 JUDGE_MODEL=openai:gpt-4-turbo \
-#       INSTRUCTIONS=my_instructions.jsonl LIMIT=65000 TRAIN_STEPS=-1 EVAL_LIMIT=1000000 RUNS=3 \
+#       INSTRUCTIONS=my_instructions.jsonl LIMIT=65000 SETS=3 TRAIN_STEPS=-1 EVAL_LIMIT=1000000 RUNS=3 \
 #       N=64 GEN_TOKENS=1024 SYSTEM_TOKENS=384 EVAL_TOKENS=1024 JUDGE_TOKENS=1024 JUDGE_ARGS="--judge-temperature 1.0" \
 #       RUN=runs/sysmsg_paper \
 #       bash scripts/system_messages.sh                                    # paper-like (API + GPU; see docs)
@@ -20,14 +20,16 @@ BASE_MODEL=${BASE_MODEL:-embedded}       # the model that is trained and evaluat
 JUDGE_MODEL=${JUDGE_MODEL:-embedded}     # the rubric judge
 RUN=${RUN:-runs/system_messages}
 INSTRUCTIONS=${INSTRUCTIONS:-datasets/instructions/instructions.jsonl}
-LIMIT=${LIMIT:-3}                        # instructions (x 3 preference sets each)
+LIMIT=${LIMIT:-2}                        # instructions
+SETS=${SETS:-2}                          # preference sets (system messages) per instruction (released: 3)
+BATCH=${BATCH:-32}                       # local models: prompts per generate call
 GEN_TOKENS=${GEN_TOKENS:-64}             # gold-answer length
 SYSTEM_TOKENS=${SYSTEM_TOKENS:-96}          # system-message length (released: about 150-300 tokens)
 GEN_ARGS=${GEN_ARGS:-}
 TRAIN_STEPS=${TRAIN_STEPS:-2}            # -1: full epochs
 TRAIN_ARGS=${TRAIN_ARGS:-}
-N=${N:-4}                                # best-of-N samples
-EVAL_LIMIT=${EVAL_LIMIT:-3}              # benchmark items of the shipped 31
+N=${N:-2}                                # best-of-N samples
+EVAL_LIMIT=${EVAL_LIMIT:-2}              # benchmark items of the shipped 31
 RUNS=${RUNS:-2}                          # judge runs
 EVAL_TOKENS=${EVAL_TOKENS:-48}
 JUDGE_TOKENS=${JUDGE_TOKENS:-64}
@@ -39,10 +41,10 @@ step() { printf '\n== %s\n' "$*"; }
 name=$($PY -c "import sys; from aloe.models import short_name; print(short_name(sys.argv[1]))" "$BASE_MODEL")
 trained=$ALOE_MODEL_OUTPUT/${name}_sysmsg
 
-step "1/6 preference sets, system messages and gold answers ($MODEL)"
+step "1/6 preference sets, system messages and gold answers ($MODEL, $LIMIT instructions x $SETS sets)"
 # shellcheck disable=SC2086  # the *_ARGS variables are word lists on purpose
 $PY data_generation/generate_system_messages.py --model "$MODEL" --instructions "$INSTRUCTIONS" --limit "$LIMIT" \
-    --max-new-tokens "$GEN_TOKENS" --system-max-new-tokens "$SYSTEM_TOKENS" --output "$RUN/rows.jsonl" $GEN_ARGS
+    --sets "$SETS" --batch-size "$BATCH" --max-new-tokens "$GEN_TOKENS" --system-max-new-tokens "$SYSTEM_TOKENS" --output "$RUN/rows.jsonl" $GEN_ARGS
 
 step "2/6 sibling pairs"
 $PY data_generation/build_system_message_pairs.py --rows "$RUN/rows.jsonl" --output "$RUN/pairs.jsonl"
@@ -59,19 +61,19 @@ $PY training/reward_model.py --model "$BASE_MODEL" --train-data "$RUN/pairs.json
 
 step "4/6 best-of-$N of $BASE_MODEL on the benchmark prompts, picked by the reward model"
 $PY evaluation/best_of_n.py --model "$BASE_MODEL" --reward-model "${trained}_reward" --n "$N" \
-    --limit "$EVAL_LIMIT" --max-new-tokens "$EVAL_TOKENS" --output "$RUN/best_of_$N.jsonl"
+    --limit "$EVAL_LIMIT" --max-new-tokens "$EVAL_TOKENS" --batch-size "$BATCH" --output "$RUN/best_of_$N.jsonl"
 
 step "5/6 Multifaceted benchmark (judge: $JUDGE_MODEL, $RUNS runs)"
 results=()
 for evaluated in "$BASE_MODEL" "${trained}_sft" "${trained}_dpo" "${trained}_orpo"; do
     label=$($PY -c "import sys; from aloe.models import short_name; print(short_name(sys.argv[1]))" "$evaluated")
     $PY evaluation/eval_multifaceted.py --model "$evaluated" --judge-model "$JUDGE_MODEL" --limit "$EVAL_LIMIT" \
-        --runs "$RUNS" --max-new-tokens "$EVAL_TOKENS" --judge-max-new-tokens "$JUDGE_TOKENS" --output "$RESULTS/$label.json" $JUDGE_ARGS
+        --runs "$RUNS" --max-new-tokens "$EVAL_TOKENS" --judge-max-new-tokens "$JUDGE_TOKENS" --batch-size "$BATCH" --output "$RESULTS/$label.json" $JUDGE_ARGS
     results+=("$RESULTS/$label.json")
 done
 $PY evaluation/eval_multifaceted.py --responses "$RUN/best_of_$N.jsonl" --name "${name}_best_of_$N" \
     --judge-model "$JUDGE_MODEL" --limit "$EVAL_LIMIT" --runs "$RUNS" \
-    --judge-max-new-tokens "$JUDGE_TOKENS" --output "$RESULTS/${name}_best_of_$N.json" $JUDGE_ARGS
+    --judge-max-new-tokens "$JUDGE_TOKENS" --batch-size "$BATCH" --output "$RESULTS/${name}_best_of_$N.json" $JUDGE_ARGS
 results+=("$RESULTS/${name}_best_of_$N.json")
 
 step "6/6 comparison"
