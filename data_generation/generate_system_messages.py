@@ -40,6 +40,9 @@ def build_parser() -> ArgumentParser:
                         help="preference sets (system messages) per instruction (released data: 3)")
     parser.add_argument("--max-attempts", type=positive_int, default=GenerationSettings.max_attempts,
                         help="samples per field before a row fails for this run")
+    parser.add_argument("--no-subdimension-fallback", action="store_true",
+                        help="fail a row whose subdimension no sample named, instead of taking the dimension's "
+                             "first example aspect no sibling took (recorded under raw.fallback)")
     parser.add_argument("--system-max-new-tokens", type=positive_int, default=GenerationSettings.system_tokens,
                         help="token limit of a system message (released ones: about 150-300 tokens)")
     parser.add_argument("--group-size", type=positive_int, default=64,
@@ -83,7 +86,8 @@ def main(argv=None):
         output.unlink()
     failures_path = sidecar(output, "failures.jsonl")
     first_sample = 0 if args.overwrite else next_first_sample(failures_path)
-    settings = GenerationSettings(sets=args.sets, max_attempts=args.max_attempts, system_tokens=args.system_max_new_tokens)
+    settings = GenerationSettings(sets=args.sets, max_attempts=args.max_attempts, system_tokens=args.system_max_new_tokens,
+                                  subdimension_fallback=not args.no_subdimension_fallback)
     done = existing_ids(output)
     total = len(instructions) * args.sets
 

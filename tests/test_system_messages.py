@@ -137,11 +137,18 @@ def test_a_row_that_keeps_failing_is_reported_and_retried_with_fresh_samples(tmp
     from aloe.system_messages import generation
 
     model = ScriptedModel(bad_first=5)
-    generator = SystemMessageGenerator(model, SamplingParams(), GenerationSettings(sets=2, max_attempts=2))
+    strict = GenerationSettings(sets=2, max_attempts=2, subdimension_fallback=False)
+    generator = SystemMessageGenerator(model, SamplingParams(), strict)
     states = generator.states([Instruction(id="i1", prompt="Explain tides.")])
     generator.run(states)
     assert all(state.failure and state.failed_step == "subdimension" for state in states)
-    retry = SystemMessageGenerator(model, SamplingParams(), GenerationSettings(sets=2, max_attempts=2), first_sample=6)
+    # With the fallback the subdimensions are example aspects, and the row fails at the next unusable step.
+    lenient = SystemMessageGenerator(model, SamplingParams(), GenerationSettings(sets=2, max_attempts=2))
+    states = lenient.states([Instruction(id="i1", prompt="Explain tides.")])
+    lenient.run(states)
+    assert [s.fields["subdimension:style"] for s in states] == ["conciseness", "clarity"]
+    assert all(state.failed_step == "preference" and "fallback" in state.raw for state in states)
+    retry = SystemMessageGenerator(model, SamplingParams(), strict, first_sample=6)
     states = retry.states([Instruction(id="i1", prompt="Explain tides.")])
     retry.run(states)
     assert all(state.failure is None for state in states) and min(model.indices[-1]) >= 6

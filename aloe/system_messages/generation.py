@@ -51,6 +51,9 @@ STEPS = ("subdimension", "preference", "description", "system", "output")
 class GenerationSettings:
     sets: int = 3  # preference sets (system messages) per instruction, as in the released data
     max_attempts: int = 3  # samples per field before a row fails for this run
+    # A subdimension no sample named falls back to the dimension's first example aspect no sibling took
+    # (recorded in the row's raw texts), so small models get through; off: such a row fails.
+    subdimension_fallback: bool = True
     system_tokens: int = 256  # a system message; the gold answer follows the run's max_new_tokens
     # Tokens of the field steps: short on purpose, so small models stay on task.
     field_tokens: tuple[tuple[str, int], ...] = (("subdimension", 16), ("preference", 32), ("description", 96))
@@ -115,7 +118,7 @@ def parse_phrase(text: str, max_words: int) -> tuple[str | None, str | None]:
 
 
 _QUOTED = re.compile(r"[\"“'‘*]+([^\"”'’*\n]{2,60})[\"”'’*]+")
-_IS_X = re.compile(r"\b(?:is|are|be|:)\s+(?:the\s+|an?\s+)?(?:aspect\s+of\s+)?([^.,;:\n]{2,60}?)\s*[.!\n]", re.IGNORECASE)
+_IS_X = re.compile(r"\b(?:is|are|be|:)\s+(?:the\s+|an?\s+)?(?:aspect\s+of\s+)?([^.,;:\n]{2,60}?)\s*[.!,;\n]", re.IGNORECASE)
 
 
 def parse_subdimension(text: str, known: Sequence[str] = ()) -> tuple[list[str] | None, str | None]:
@@ -302,6 +305,14 @@ class SystemMessageGenerator:
             if not pending:
                 return
         for state, key, _ in pending:
+            if self.settings.subdimension_fallback:
+                dimension = key.split(":")[1]
+                taken = {other.fields.get(key, "").lower() for other in siblings[state.instruction.id]}
+                free = [aspect for aspect in DIMENSION_GUIDE[dimension][2] if aspect.lower() not in taken]
+                if free:
+                    state.fields[key] = free[0]
+                    state.raw.setdefault("fallback", []).append(key)
+                    continue
             self._fail(state, "subdimension", key,
                        f"{reasons[(id(state), key)].removesuffix(' after 1 attempts')} "
                        f"(after {self.settings.max_attempts} attempts)")
