@@ -110,6 +110,7 @@ def test_lenient_parsers():
     assert parse_phrase("\n\n", 5)[0] is None
     assert parse_subdimension("One aspect that matters here is clarity.", ["clarity"])[0][0] == "clarity"
     assert parse_subdimension("Aspect: Formal tone", [])[0] == ["Formal tone"]
+    assert parse_subdimension("Aspect: Aspect: Format", [])[0][0] == "Format"
     assert parse_description("Description: One. Two words here. Three is here. Four is dropped.")[0] == \
         "One. Two words here. Three is here."
     assert parse_system_message("You are kind and you answer with care for every single user, always")[0].endswith(".")

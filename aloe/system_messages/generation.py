@@ -139,7 +139,9 @@ def parse_subdimension(text: str, known: Sequence[str] = ()) -> tuple[list[str] 
     candidates += [line for line in text.splitlines() if line.strip()][:1]
     cleaned: list[str] = []
     for candidate in candidates:
-        phrase = _strip_wrapping(candidate).rstrip(".;:,!").strip()
+        phrase, before = candidate, None
+        while phrase != before:  # "Aspect: Aspect: Format" -> "Format"
+            before, phrase = phrase, _strip_wrapping(phrase).rstrip(".;:,!").strip()
         if phrase and len(phrase.split()) <= 6 and phrase.lower() not in (c.lower() for c in cleaned):
             cleaned.append(phrase)
     if not cleaned:
