@@ -30,9 +30,9 @@ TRAIN_STEPS=${TRAIN_STEPS:-2}            # -1: full epochs
 TRAIN_ARGS=${TRAIN_ARGS:-}
 N=${N:-2}                                # best-of-N samples
 EVAL_LIMIT=${EVAL_LIMIT:-2}              # benchmark items of the shipped 31
-RUNS=${RUNS:-2}                          # judge runs
-EVAL_TOKENS=${EVAL_TOKENS:-48}
-JUDGE_TOKENS=${JUDGE_TOKENS:-64}
+RUNS=${RUNS:-1}                          # judge runs
+EVAL_TOKENS=${EVAL_TOKENS:-32}
+JUDGE_TOKENS=${JUDGE_TOKENS:-32}
 JUDGE_ARGS=${JUDGE_ARGS:-}               # e.g. "--judge-sees-system --judge-temperature 1.0"
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 export ALOE_MODEL_OUTPUT=${ALOE_MODEL_OUTPUT:-$RUN/model_output}
