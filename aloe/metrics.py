@@ -275,3 +275,69 @@ def accuracy_metrics(correct: Sequence[bool | None], samples: int = 1000, seed: 
         "accuracy": right / len(parsed) if len(parsed) else None, "accuracy_ci": interval,
         "accuracy_unparsed_wrong": right / len(values) if len(values) else None,
     }
+
+
+# ---------------------------------------------------------------- rubric scores
+
+
+def rubric_score_array(scores: Sequence[Sequence[Sequence[float | None]]]) -> np.ndarray:
+    """(items, runs, rubrics) floats with NaN for an unparsed verdict."""
+    return np.array([[[np.nan if s is None else float(s) for s in run] for run in item] for item in scores],
+                    dtype=float).reshape(len(scores), -1, len(scores[0][0]) if scores and scores[0] else 0)
+
+
+def _nanmean_last(array: np.ndarray) -> np.ndarray:
+    """Mean over the last axis ignoring NaN; NaN (without a warning) where every value is NaN."""
+    counts = np.sum(~np.isnan(array), axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, np.nansum(array, axis=-1) / np.maximum(counts, 1), np.nan)
+
+
+def rubric_metrics(scores: Sequence[Sequence[Sequence[float | None]]], sources: Sequence[str],
+                   samples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Rubric-benchmark metrics from scores[item][run][rubric] (None = unparsed verdict).
+
+    Per item and run: the mean of its parsed rubric scores. Per run: the mean over items. An item's
+    score: the mean over runs; the model's score: the mean over items, with a bootstrap interval over
+    items; per source the same over that source's items. Across runs: the mean and spread of the run
+    scores (how much the judge's sampling moves the number).
+    """
+    if len(scores) != len(sources):
+        raise ValueError(f"{len(scores)} items of scores for {len(sources)} sources")
+    array = rubric_score_array(scores)
+    item_run = _nanmean_last(array)  # (items, runs)
+    per_run = _nanmean_last(item_run.T)  # (runs,)
+    item = _nanmean_last(item_run)  # (items,)
+
+    def mean_with_ci(values: np.ndarray, offset: int) -> tuple[float | None, list[float] | None]:
+        finite = values[~np.isnan(values)]
+        if not len(finite):
+            return None, None
+        interval = None
+        if samples >= 1:
+            picks = np.random.default_rng(seed + offset).integers(0, len(values), size=(samples, len(values)))
+            interval = percentile_interval(_nanmean_last(values[picks]), level)
+        return float(finite.mean()), interval
+
+    score, score_ci = mean_with_ci(item, 0)
+    by_source = {}
+    for offset, source in enumerate(sorted(set(sources)), start=1):
+        mask = np.array([s == source for s in sources])
+        value, interval = mean_with_ci(item[mask], offset)
+        by_source[source] = {"items": int(mask.sum()), "score": value, "score_ci": interval}
+    finite_runs = per_run[~np.isnan(per_run)]
+    parsed = int(np.sum(~np.isnan(array)))
+    return {
+        "items": len(scores), "runs": array.shape[1], "rubrics_per_item": array.shape[2],
+        "score": score, "score_ci": score_ci,
+        "run_scores": [_none_if_nan(value) for value in per_run],
+        "run_mean": float(finite_runs.mean()) if len(finite_runs) else None,
+        "run_std": float(finite_runs.std(ddof=1)) if len(finite_runs) > 1 else (0.0 if len(finite_runs) else None),
+        "run_range": [float(finite_runs.min()), float(finite_runs.max())] if len(finite_runs) else None,
+        "by_source": by_source,
+        "item_scores": [_none_if_nan(value) for value in item],
+        "items_scored": int(np.sum(~np.isnan(item))),
+        "parsed": parsed, "unparsed": int(array.size - parsed),
+        "parse_rate": parsed / array.size if array.size else None,
+        "bootstrap": {"samples": samples, "seed": seed, "level": level, "resampled": "items"},
+    }

@@ -58,6 +58,7 @@ class ResponseRequest:
     messages: tuple[Message, ...]
     prefix: str = ""
     extra: dict = field(default_factory=dict)  # copied into the record (e.g. the condition's kind)
+    sample_index: int = 0  # repeated samples of one prompt (best-of-N) differ here, and so in the cache
 
 
 # Where the condition goes: a system message (models trained with it there, instruct models), a
@@ -141,7 +142,8 @@ def generate_responses(
     made = 0
     for start in range(0, len(requests), group_size):
         group = requests[start:start + group_size]
-        replies = model.generate([list(request.messages) for request in group], params)
+        replies = model.generate([list(request.messages) for request in group], params,
+                                 [request.sample_index for request in group])
         for request, reply in zip(group, replies):
             text, reattached = attach_prefix(reply.text, request.prefix)
             flags = degenerate_flags(reply.text, reply.finish_reason)

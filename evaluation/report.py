@@ -1,4 +1,5 @@
-"""Compare ALOE results: one Markdown table and one plot with every model's AL(k) curve.
+"""Compare ALOE results (one table, one plot of every model's AL(k) curve) or Multifaceted results
+(one table of scores with per-source columns, one bar plot).
 
     python evaluation/report.py results/aloe/embedded.json results/aloe/embedded_dpo.json
     python evaluation/report.py results/aloe/*.json --output results/aloe/report.md   # + report.png
@@ -9,13 +10,49 @@ it with the same name and .png. See docs/evaluation.md.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 from aloe.interaction.results import AloeResult, plot_levels, read_result
 from aloe.cli import ArgumentParser, cli_main
+from aloe.errors import AloeError
+from aloe.system_messages.benchmark import plot_results, results_table
 
 COLUMNS = ("model", "conversations", "turns", "AL(1)", "AL(K)", "mean AL", "IR", "N-IR", "R²", "parse rate")
+
+
+def load_result(path: str | Path):
+    """An ALOE result (read by its one reader) or a Multifaceted result (its JSON as written)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AloeError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AloeError(f"{path}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+    kind = data.get("benchmark") if isinstance(data, dict) else None
+    if kind == "aloe":
+        return read_result(path)
+    if kind == "multifaceted" and "metrics" in data:
+        return data
+    raise AloeError(f"{path}: not an ALOE result nor a Multifaceted one (expected the JSON written by "
+                    "evaluation/eval_aloe.py or evaluation/eval_multifaceted.py)")
+
+
+def _kind(result) -> str:
+    return "aloe" if isinstance(result, AloeResult) else "multifaceted"
+
+
+def _name(result) -> str:
+    return result.name if isinstance(result, AloeResult) else result["name"]
+
+
+def _set_name(result, name: str) -> None:
+    if isinstance(result, AloeResult):
+        result.name = name
+    else:
+        result["name"] = name
 
 
 def _num(value, fmt: str = "{:.2f}") -> str:
@@ -59,17 +96,26 @@ def main(argv=None):
     parser.add_argument("--output", default="results/aloe/report.md",
                         help="Markdown table path; the plot is written beside it as .png")
     args = parser.parse_args(argv)
-    results = [read_result(path) for path in args.results]
-    names = [result.name for result in results]
+    results = [load_result(path) for path in args.results]
+    kinds = {_kind(result) for result in results}
+    if len(kinds) > 1:
+        raise AloeError(f"{', '.join(args.results)}: results of different benchmarks ({', '.join(sorted(kinds))}) "
+                        "do not go in one table")
+    names = [_name(result) for result in results]
     if len(set(names)) != len(names):
         # Same stem from different folders (e.g. shards of two runs): tell them apart by path.
         for result, path in zip(results, args.results):
-            result.name = str(Path(path).with_suffix(""))
-    markdown = table(results)
+            _set_name(result, str(Path(path).with_suffix("")))
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    plot = output.with_suffix(".png")
+    if kinds == {"multifaceted"}:
+        markdown = results_table(results)
+        plot_results(results, plot)
+    else:
+        markdown = table(results)
+        plot = plot_levels([(result.name, result.metrics) for result in results], plot)
     output.write_text(markdown, encoding="utf-8")
-    plot = plot_levels([(result.name, result.metrics) for result in results], output.with_suffix(".png"))
     print(markdown)
     print(f"wrote {output} and {plot}")
 

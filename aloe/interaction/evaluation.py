@@ -26,7 +26,7 @@ from pydantic import Field
 from aloe.errors import AloeError
 from aloe.interaction.personas import PersonaPair
 from aloe.interaction.simulation import USER_SIMULATOR_PROMPTS, user_turns
-from aloe.judges import Verdict
+from aloe.judges import JudgeAttempt, JudgedScore, Verdict
 from aloe.judges import score as score_judge
 from aloe.jsonl import read_records
 from aloe.lockstep import ItemState, Roles, generate, history, run_lockstep
@@ -42,18 +42,7 @@ PROMPTS = (*USER_SIMULATOR_PROMPTS, *score_judge.PROMPTS)
 # ---------------------------------------------------------------- records
 
 
-class JudgeAttempt(Record):
-    raw: str
-    score: int | None = Field(default=None, ge=1, le=5)
-    reason: str | None = None
-
-
-class TurnScore(Record):
-    """The judge's score of one reply (None with the reason when no ask gave a readable verdict)."""
-
-    score: int | None = Field(default=None, ge=1, le=5)
-    reason: str | None = None
-    attempts: list[JudgeAttempt] = Field(default_factory=list)
+TurnScore = JudgedScore  # the judge's score of one reply
 
 
 class EvalTurn(Record):

@@ -11,6 +11,10 @@ from dataclasses import asdict, dataclass
 from collections.abc import Sequence
 from typing import Generic, Literal, TypeVar
 
+from pydantic import Field
+
+from aloe.records import Record
+
 V = TypeVar("V")
 T = TypeVar("T")
 
@@ -40,3 +44,19 @@ def agreement(picks: Sequence[T | None]) -> tuple[Literal["agree", "tie", "unpar
     if len(set(picks)) == 1:
         return "agree", picks[0]
     return "tie", None
+
+
+class JudgeAttempt(Record):
+    """One ask of a 1-5 score judge as stored in results: its raw text and what was read from it."""
+
+    raw: str
+    score: int | None = Field(default=None, ge=1, le=5)
+    reason: str | None = None
+
+
+class JudgedScore(Record):
+    """A 1-5 score with every ask that produced it (None with the reason when no ask gave a readable verdict)."""
+
+    score: int | None = Field(default=None, ge=1, le=5)
+    reason: str | None = None
+    attempts: list[JudgeAttempt] = Field(default_factory=list)
