@@ -194,6 +194,17 @@ def _drop_partial_last_line(path: Path) -> None:
             handle.truncate(start)
 
 
+def read_json(path: str | os.PathLike, hint: str = "") -> Any:
+    """A JSON document; a missing or unreadable file is one RecordError naming it (plus `hint`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: not valid JSON ({getattr(exc, 'msg', exc)}){hint}") from None
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write a JSON document atomically (temp file + rename), so readers never see half a file."""
     path = Path(path)

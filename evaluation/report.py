@@ -10,13 +10,13 @@ it with the same name and .png. See docs/evaluation.md.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from aloe.interaction.results import AloeResult, plot_levels, read_result
 from aloe.cli import ArgumentParser, cli_main
 from aloe.errors import AloeError
+from aloe.jsonl import read_json
 from aloe.system_messages.benchmark import plot_results, results_table
 
 COLUMNS = ("model", "conversations", "turns", "AL(1)", "AL(K)", "mean AL", "IR", "N-IR", "R²", "parse rate")
@@ -24,13 +24,7 @@ COLUMNS = ("model", "conversations", "turns", "AL(1)", "AL(K)", "mean AL", "IR",
 
 def load_result(path: str | Path):
     """An ALOE result (read by its one reader) or a Multifaceted result (its JSON as written)."""
-    path = Path(path)
-    if not path.is_file():
-        raise AloeError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AloeError(f"{path}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+    data = read_json(path)
     kind = data.get("benchmark") if isinstance(data, dict) else None
     if kind == "aloe":
         return read_result(path)

@@ -26,7 +26,7 @@ from pydantic import Field
 from aloe.errors import AloeError
 from aloe.interaction.personas import PersonaPair
 from aloe.interaction.simulation import USER_SIMULATOR_PROMPTS, user_turns
-from aloe.judges import JudgeAttempt, JudgedScore, Verdict
+from aloe.judges import JudgedScore, Verdict
 from aloe.judges import score as score_judge
 from aloe.jsonl import read_records
 from aloe.lockstep import ItemState, Roles, generate, history, run_lockstep

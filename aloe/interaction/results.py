@@ -9,7 +9,6 @@ hold is here, and unknown keys are kept.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from aloe.interaction.evaluation import (
     PROMPTS, AloeEvaluation, EvalRecord, EvaluationSettings, prompt_hashes, read_eval_records,
 )
 from aloe.interaction.personas import PersonaPair
-from aloe.jsonl import JsonlWriter, merge_jsonl, rewrite_jsonl, write_json
+from aloe.jsonl import JsonlWriter, merge_jsonl, read_json, rewrite_jsonl, write_json
 from aloe.lockstep import Roles
 from aloe.metrics import alignment_metrics
 from aloe.models import LOCAL_BACKENDS, resolve_spec
@@ -53,13 +52,7 @@ class AloeResult(Record):
 
 def read_result(path: str | Path) -> AloeResult:
     """The one reader of result files; anything else is one AloeError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise AloeError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AloeError(f"{path}: not valid JSON ({getattr(exc, 'msg', exc)}); remove it or pass --overwrite") from None
+    data = read_json(path, "; remove it or pass --overwrite")
     if not isinstance(data, dict) or data.get("benchmark") != "aloe":
         raise AloeError(f"{path}: not an ALOE result (expected the JSON written by evaluation/eval_aloe.py); "
                         "choose another file or --output")
