@@ -18,13 +18,14 @@ import time
 from pathlib import Path
 
 from aloe.cli import (
-    ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params, shard_arg, shard_path,
+    ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params, shard_arg,
     take_shard,
 )
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, existing_ids, iter_records, write_json
 from aloe.provenance import provenance
 from aloe.records import Record
+from aloe.runs import RunFiles
 from aloe.system_messages.data import INSTRUCTIONS, read_instructions
 from aloe.system_messages.generation import PROMPTS, GenerationSettings, SystemMessageGenerator
 
@@ -56,10 +57,6 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def sidecar(output: Path, name: str) -> Path:
-    return output.with_name(f"{output.stem}.{name}")
-
-
 def next_first_sample(failures: Path) -> int:
     """Where the last run's failed rows stopped drawing samples: a retry draws new ones (the cache replays old ones)."""
     if not failures.exists():
@@ -75,16 +72,16 @@ class _Failure(Record):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
-    output = shard_path(Path(args.output), args.shard)
+    run = RunFiles(args.output, args.shard)
+    output = run.main
     if output.is_dir():
         raise AloeError(f"{output}: is a directory; --output must be a JSONL file path")
-    if args.shard is not None and args.cache is None:
-        args.cache = str(sidecar(output, "responses.sqlite"))
+    args.cache = str(run.cache(args.cache))
     instructions = read_instructions(args.instructions)
     instructions = take_shard(instructions[:args.limit] if args.limit else instructions, args.shard)
     if args.overwrite and output.exists():
         output.unlink()
-    failures_path = sidecar(output, "failures.jsonl")
+    failures_path = run.failures
     first_sample = 0 if args.overwrite else next_first_sample(failures_path)
     settings = GenerationSettings(sets=args.sets, max_attempts=args.max_attempts, system_tokens=args.system_max_new_tokens,
                                   subdimension_fallback=not args.no_subdimension_fallback)
@@ -98,30 +95,31 @@ def main(argv=None):
     log.info("%d rows: %d already in %s, the rest from sample %d on", total, len(done & {
         f"{i.id}-s{s}" for i in instructions for s in range(args.sets)}), output, first_sample)
     if pending_instructions:
-        pool = model_pool(args, output)
-        model = pool.get(args.model)
-        generator = SystemMessageGenerator(model, sampling_params(args), settings, first_sample)
-        write_json(sidecar(output, "provenance.json"), provenance(
-            settings={key: (list(value) if isinstance(value, tuple) else value) for key, value in vars(args).items()},
-            models={"generator": model.describe()}, prompts=list(PROMPTS)))
-        with JsonlWriter(output) as writer, JsonlWriter(failures_path, overwrite=True) as failures:
-            for start in range(0, len(pending_instructions), args.group_size):
-                states = generator.states(pending_instructions[start:start + args.group_size], done)
-                generator.run(states)
-                for state in states:
-                    if state.failure is None:
-                        writer.write(state.row())
-                        written += 1
-                        continue
-                    failed += 1
-                    first_failure = first_failure or f"{state.id}: {state.failure}"
-                    failures.write({"id": state.id, "instruction_id": state.instruction.id,
-                                    "set_index": state.set_index, "step": state.failed_step,
-                                    "reason": state.failure, "next_sample": first_sample + settings.max_attempts,
-                                    "fields": state.fields, "raw": state.raw,
-                                    "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-                log.info("instructions %d-%d done: %d rows written, %d failed so far", start + 1,
-                         start + args.group_size, written, failed)
+        with run.lock():
+            pool = model_pool(args, output)
+            model = pool.get(args.model)
+            generator = SystemMessageGenerator(model, sampling_params(args), settings, first_sample)
+            write_json(run.provenance, provenance(
+                settings={key: (list(value) if isinstance(value, tuple) else value) for key, value in vars(args).items()},
+                models={"generator": model.describe()}, prompts=list(PROMPTS)))
+            with JsonlWriter(output) as writer, JsonlWriter(failures_path, overwrite=True) as failures:
+                for start in range(0, len(pending_instructions), args.group_size):
+                    states = generator.states(pending_instructions[start:start + args.group_size], done)
+                    generator.run(states)
+                    for state in states:
+                        if state.failure is None:
+                            writer.write(state.row())
+                            written += 1
+                            continue
+                        failed += 1
+                        first_failure = first_failure or f"{state.id}: {state.failure}"
+                        failures.write({"id": state.id, "instruction_id": state.instruction.id,
+                                        "set_index": state.set_index, "step": state.failed_step,
+                                        "reason": state.failure, "next_sample": first_sample + settings.max_attempts,
+                                        "fields": state.fields, "raw": state.raw,
+                                        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+                    log.info("instructions %d-%d done: %d rows written, %d failed so far", start + 1,
+                             start + args.group_size, written, failed)
     if failures_path.exists() and failures_path.stat().st_size == 0:
         failures_path.unlink()
     print(f"wrote {written} system-message rows to {output} ({len(done)} already there, {failed} failed) "
