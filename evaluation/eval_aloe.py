@@ -43,6 +43,9 @@ def build_parser() -> ArgumentParser:
     group.add_argument("--personalities", default=str(DATASETS / "personalities.jsonl"),
                        help="evaluation personalities (5 shipped)")
     group.add_argument("--turns", type=int, default=DEFAULTS.turns, help="turns per conversation (paper: 10)")
+    group.add_argument("--persona-system-message", action="store_true",
+                       help="tell the model under test who the user is, in a system message (an upper bound, "
+                            "not the paper's protocol; recorded in the result's identity)")
     group.add_argument("--limit", type=int, default=None,
                        help="evaluate only the first N persona pairs (pairs are ordered so any prefix spreads over "
                             "profiles and personalities)")

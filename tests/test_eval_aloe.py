@@ -170,6 +170,34 @@ def test_the_model_under_test_sees_only_the_conversation(tiny_model_dir, persona
     assert all(len(record.turns) == 3 and all(t.judge.score is not None for t in record.turns) for record in records)
 
 
+def test_persona_system_message_tells_the_model_who_the_user_is(tiny_model_dir):
+    profiles = [Persona(id="p", text=f"{PROFILE_MARK} keeps bees.")]
+    personalities = [Persona(id="q", text=f"{PERSONALITY_MARK} and shy.")]
+    model = RecordingModel(load_model(f"hf:{tiny_model_dir}"))
+    engine = _engine(model, turns=2)
+    engine.persona_system_message = True
+    engine.run(ordered_pairs(profiles, personalities), lambda record: None)
+    for k, batch in enumerate(model.batches):
+        (messages,) = batch
+        assert [m["role"] for m in messages] == ["system"] + ["user", "assistant"] * k + ["user"]
+        assert PROFILE_MARK in messages[0]["content"] and PERSONALITY_MARK in messages[0]["content"]
+        assert all(PROFILE_MARK not in m["content"] for m in messages[1:])
+
+
+def test_persona_system_message_is_part_of_the_run_identity(tiny_model_dir, personas, tmp_path, capsys):
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--limit", "1", "--turns", "1")) == 0
+    before = json.loads((tmp_path / "out/tiny.json").read_text())
+    assert "persona_system_message" not in before["identity"]  # older results keep their hash
+    capsys.readouterr()
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--limit", "1", "--turns", "1",
+                                "--persona-system-message")) == 1
+    assert "holds a result of other settings" in _error_line(capsys)
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--limit", "1", "--turns", "1",
+                                "--persona-system-message", "--output", str(tmp_path / "out/upper.json"))) == 0
+    upper = json.loads((tmp_path / "out/upper.json").read_text())
+    assert len(upper["identity"]["persona_system_message"]) == 16  # the prompt's hash
+
+
 def test_long_histories_are_cut_from_the_left_to_fit_the_context(tiny_model_dir):
     local = load_model(f"hf:{tiny_model_dir}")
     local.context_length = 60  # a few turns of the scripted user overflow this

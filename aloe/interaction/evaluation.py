@@ -32,10 +32,13 @@ from aloe.jsonl import read_records
 from aloe.lockstep import ItemState, Roles, generate, history, run_lockstep
 from aloe.messages import Message
 from aloe.models.base import ChatModel, SamplingParams
-from aloe.prompts import prompt_hash
+from aloe.prompts import prompt_hash, render
 from aloe.records import Persona, Record
 
 ROLES = ("model", "user", "judge")
+# With --persona-system-message the model under test is told who the user is: the upper bound that
+# says how much of the gap an explicit statement of the user's preferences closes.
+PERSONA_SYSTEM_PROMPT = "persona_system_message"
 PROMPTS = (*USER_SIMULATOR_PROMPTS, *score_judge.PROMPTS)
 
 
@@ -129,7 +132,7 @@ class AloeEvaluation:
     """
 
     def __init__(self, models: Roles[ChatModel], params: Roles[SamplingParams], turns: int, run_hash: str,
-                 max_attempts: int = EvaluationSettings.max_attempts):
+                 max_attempts: int = EvaluationSettings.max_attempts, persona_system_message: bool = False):
         if turns < 1:
             raise AloeError(f"--turns must be at least 1, got {turns}")
         self.models = models.require(ROLES)
@@ -137,6 +140,7 @@ class AloeEvaluation:
         self.turns = turns
         self.run_hash = run_hash
         self.max_attempts = max_attempts
+        self.persona_system_message = persona_system_message
 
     def run(self, pairs: Sequence[PersonaPair], on_finish: Callable[[EvalRecord], None],
             group_size: int = EvaluationSettings.group_size) -> None:
@@ -156,8 +160,10 @@ class AloeEvaluation:
                 state.done = True
                 state.stopped = f"the user simulator gave an empty message at turn {k + 1} ({self.max_attempts} attempts)"
 
-        # 2. the model under test sees the conversation only, exactly as a user would show it
-        chats = [[*eval_history(state), {"role": "user", "content": message}] for state, message in speaking]
+        # 2. the model under test sees the conversation only, exactly as a user would show it (with
+        #    persona_system_message, also a system message stating the user's persona)
+        chats = [[*self._system(state.item), *eval_history(state), {"role": "user", "content": message}]
+                 for state, message in speaking]
         replies = generate(self.models.model, chats, self.params.model)
 
         # 3. the judge scores every reply; the unparsed ones are asked once more with a reminder
@@ -165,6 +171,12 @@ class AloeEvaluation:
         for (state, message), reply, score in zip(speaking, replies, judged):
             state.turns.append(EvalTurn(turn=k + 1, user=message, reply=reply.text, finish_reason=reply.finish_reason,
                                         reply_tokens=reply.completion_tokens, judge=score))
+
+    def _system(self, pair: PersonaPair) -> list[Message]:
+        if not self.persona_system_message:
+            return []
+        content = render(PERSONA_SYSTEM_PROMPT, profile=pair.profile.text, personality=pair.personality.text)
+        return [{"role": "system", "content": content}]
 
     def judge(self, items: Sequence[tuple[PersonaPair, str, str]],
               earlier: Sequence[list[Verdict[int]]] | None = None) -> list[TurnScore]:

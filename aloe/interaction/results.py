@@ -18,13 +18,14 @@ from pydantic import ValidationError
 
 from aloe.errors import AloeError
 from aloe.interaction.evaluation import (
-    PROMPTS, AloeEvaluation, EvalRecord, EvaluationSettings, prompt_hashes, read_eval_records,
+    PERSONA_SYSTEM_PROMPT, PROMPTS, AloeEvaluation, EvalRecord, EvaluationSettings, prompt_hashes, read_eval_records,
 )
 from aloe.interaction.personas import PersonaPair
 from aloe.jsonl import JsonlWriter, merge_jsonl, read_json, rewrite_jsonl, write_json
 from aloe.lockstep import Roles
 from aloe.metrics import alignment_metrics
 from aloe.models import LOCAL_BACKENDS, resolve_spec
+from aloe.prompts import prompt_hash
 from aloe.provenance import provenance
 from aloe.records import Record
 from aloe.runs import RunFiles, settings_differences, settings_hash
@@ -110,6 +111,9 @@ def run_identity(args, personas: str) -> dict:
     identity = {key: getattr(args, key) for key in IDENTITY_KEYS}
     specs = [identity["model"], identity["user_model"], identity["judge_model"]]
     identity.update(personas=personas, prompts=prompt_hashes(), dtype=local_dtype(args.dtype, specs))
+    if getattr(args, "persona_system_message", False):
+        # Only when set, so results written before the flag existed keep their settings hash.
+        identity["persona_system_message"] = prompt_hash(PERSONA_SYSTEM_PROMPT)
     return identity
 
 
@@ -158,7 +162,8 @@ def evaluate(run: RunFiles, pairs: Sequence[PersonaPair], identity: dict, settin
     if pending or unscored:
         models = load_models()
         described = {role: model.describe() for role, model in models.items()}
-        engine = AloeEvaluation(models, params, identity["turns"], run_hash, max_attempts=stage.max_attempts)
+        engine = AloeEvaluation(models, params, identity["turns"], run_hash, max_attempts=stage.max_attempts,
+                                persona_system_message="persona_system_message" in identity)
     if unscored:
         before = sum(turn.judge.score is None for record in unscored for turn in record.turns)
         changed = engine.rejudge(unscored)
