@@ -21,11 +21,11 @@ PLAIN_FORMAT = "{desc}: {n_fmt}/{total_fmt}{unit} [{elapsed}<{remaining}, {rate_
 class Progress:
     """`with Progress(total, "profiles", "personas", initial=seeds) as progress: ... progress.update(k)`."""
 
-    def __init__(self, total: int, desc: str, unit: str, initial: int = 0, stream=None):
+    def __init__(self, total: int, desc: str, unit: str, initial: int = 0, stream=None, enabled: bool = True):
         self.stream = stream or sys.stderr
         self.desc, self.unit, self.total, self.n, self.initial = desc, unit, total, initial, initial
         self.started = self.last_line = time.monotonic()
-        enabled = os.environ.get("ALOE_PROGRESS", "on").lower() not in ("off", "0", "no", "false")
+        enabled = enabled and os.environ.get("ALOE_PROGRESS", "on").lower() not in ("off", "0", "no", "false")
         terminal = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.interval = float(os.environ.get("ALOE_PROGRESS_INTERVAL", 30)) if enabled and not terminal else None
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit=f" {unit}", file=self.stream, leave=False,

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from aloe.errors import AloeError
 from aloe.jsonl import write_json
+from aloe.progress import Progress
 from aloe.prompts import render
 from aloe.provenance import provenance
 from aloe.steerable.data import Split, read_split
@@ -257,7 +257,8 @@ def train_policy(data_dir: str | Path, output: str | Path, config: PolicyConfig,
     rng = np.random.default_rng([config.seed, 1])
     losses = []
     started = time.perf_counter()
-    for _ in tqdm(range(config.steps), desc=f"np-dpo ({config.conditioning})", disable=not progress):
+    bar = Progress(config.steps, f"np-dpo ({config.conditioning})", "steps", enabled=progress)
+    for _ in range(config.steps):
         tasks = sampler.draw(config.tasks_per_step, rng, ks)
         margins = dpo_margins(policy, policy_batch(train_split, sampler, tasks, config.conditioning))
         loss = -F.logsigmoid(margins).mean()
@@ -265,6 +266,8 @@ def train_policy(data_dir: str | Path, output: str | Path, config: PolicyConfig,
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
+        bar.update(1)
+    bar.close()
     seconds = time.perf_counter() - started
     accuracy = implicit_accuracy(policy, test_split, config.eval_k, config.eval_tasks, config.seed)
 

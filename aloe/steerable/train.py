@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from aloe.errors import AloeError
 from aloe.jsonl import write_json
+from aloe.progress import Progress
 from aloe.provenance import provenance
 from aloe.steerable.data import read_meta, read_split
 from aloe.steerable.episodes import EpisodeSampler, fixed_tasks
@@ -102,8 +102,7 @@ def train(data_dir: str | Path, output: str | Path, config: TrainConfig, progres
     started, cpu_started = time.perf_counter(), time.process_time()
     step = 0
     total = config.epochs * config.steps_per_epoch
-    bar = tqdm(total=total, desc=f"train {config.model}{' latent' if config.latent else ''}", disable=not progress,
-               unit="step", dynamic_ncols=True)
+    bar = Progress(total, f"train {config.model}{' latent' if config.latent else ''}", "steps", enabled=progress)
     for epoch in range(1, config.epochs + 1):
         losses = []
         for batch in train_sampler.epoch(config.seed, epoch, config.steps_per_epoch, config.batch_size, ks):
@@ -114,10 +113,10 @@ def train(data_dir: str | Path, output: str | Path, config: TrainConfig, progres
             losses.append(float(loss.detach()))
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
         val_nll, val_acc = batched_nll_accuracy(model, val_sampler, val_tasks)
         curve.append({"step": step, "epoch": epoch, "train_loss": float(np.mean(losses)), "val_nll": val_nll,
                       "val_accuracy": val_acc})
+        bar.note(f"epoch {epoch}: train loss {np.mean(losses):.4f}, val NLL {val_nll:.4f}, val accuracy {val_acc:.1%}")
         if val_nll < best["val_nll"]:
             best = {"step": step, "val_nll": val_nll, "state": copy.deepcopy(model.state_dict())}
     bar.close()
