@@ -79,8 +79,34 @@ def table(results: list[AloeResult]) -> str:
     judges = sorted({f"user {r.models['user']}, judge {r.models['judge']}" for r in results})
     notes = [f"Simulator and judge: {'; '.join(judges)}." if len(judges) == 1 else
              f"Warning: the results used different simulators or judges ({'; '.join(judges)}), so they do not compare."]
+    differing = protocol_differences(results)
+    if differing:
+        notes.append(f"Warning: the results differ in {differing}, so their numbers do not compare.")
     notes.append("Brackets: 95% bootstrap intervals over conversations. IR and N-IR are per turn.")
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+# What must match for two ALOE results to compare: everything in the run identity but the model under
+# test and its own dtype (the simulator and judge are named in the line above).
+NOT_PROTOCOL = {"model", "user_model", "judge_model", "dtype", "seed"}
+
+
+def protocol_differences(results: list[AloeResult]) -> str:
+    """The identity settings (turns, personas, prompt hashes, caps, temperatures, ...) that differ across results."""
+    keys = sorted({key for result in results for key in result.identity} - NOT_PROTOCOL)
+    differing = []
+    for key in keys:
+        values = [result.identity.get(key) for result in results]
+        if any(value != values[0] for value in values[1:]):
+            shown = ", ".join(f"{result.name}: {_short(value)}" for result, value in zip(results, values))
+            differing.append(f"{key} ({shown})")
+    return "; ".join(differing)
+
+
+def _short(value) -> str:
+    if isinstance(value, dict):  # prompt hashes: name only the prompts that differ is enough for a warning
+        return "{...}"
+    return "unset" if value is None else str(value)
 
 
 @cli_main

@@ -243,6 +243,25 @@ def test_end_to_end_result_plot_records_and_report(tiny_model_dir, personas, tmp
     assert "100% (8/8)" in rows[1]
     assert report_path.with_suffix(".png").stat().st_size > 1000
     assert table in capsys.readouterr().out
+    # the two runs sampled the model at different temperatures: said in the table, nothing else
+    warning = next(line for line in table.splitlines() if line.startswith("Warning: the results differ"))
+    assert "temperature (tiny: 0.7, greedy: 0.0)" in warning and "turns" not in warning
+
+
+def test_report_warns_when_results_ran_other_protocols(tiny_model_dir, personas, tmp_path, capsys):
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--limit", "2", "--turns", "2")) == 0
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--limit", "2", "--turns", "1",
+                                "--judge-max-new-tokens", "32", output="out/short.json")) == 0
+    assert eval_aloe.main(_args(tmp_path, personas, tiny_model_dir, "--limit", "2", "--turns", "2",
+                                output="out/same.json")) == 0
+    capsys.readouterr()
+    assert report.main([str(tmp_path / "out/tiny.json"), str(tmp_path / "out/short.json"),
+                        "--output", str(tmp_path / "r1.md")]) == 0
+    warning = next(line for line in (tmp_path / "r1.md").read_text().splitlines() if line.startswith("Warning"))
+    assert "turns (tiny: 2, short: 1)" in warning and "judge_max_new_tokens (tiny: 64, short: 32)" in warning
+    assert report.main([str(tmp_path / "out/tiny.json"), str(tmp_path / "out/same.json"),
+                        "--output", str(tmp_path / "r2.md")]) == 0
+    assert "Warning" not in (tmp_path / "r2.md").read_text()
 
 
 def test_a_judge_that_never_parses_finishes_the_run_and_reports_the_count(tiny_model_dir, personas, tmp_path, capsys):
