@@ -156,6 +156,13 @@ def add_dtype_arg(parser) -> None:
                         help="local models: generation dtype (auto: bf16 on GPUs and CPUs with native bf16, else fp32)")
 
 
+def add_raw_text_arg(parser) -> None:
+    """--raw-text, for stages whose prompts are one plain text a base model can continue."""
+    parser.add_argument("--raw-text", action="store_true",
+                        help="local models: continue the prompt as plain text instead of rendering it with the chat "
+                             "template (untrained base models)")
+
+
 def role_spec(args: argparse.Namespace, role: str) -> str:
     return getattr(args, f"{role.replace('-', '_')}_model", None) or args.model
 
@@ -172,7 +179,7 @@ def model_pool(args: argparse.Namespace, output: str | Path) -> ModelPool:
 
     timeout = {"timeout_s": args.timeout} if args.timeout else {}  # else ModelOptions' default
     options = ModelOptions(batch_size=args.batch_size, concurrency=args.concurrency, base_url=args.base_url,
-                           dtype=args.dtype, **timeout)
+                           dtype=args.dtype, raw_text=getattr(args, "raw_text", False), **timeout)
     # Every role's spec (--model, --judge-model, ...) is checked before any model loads.
     specs = [value for name, value in vars(args).items() if name == "model" or name.endswith("_model")]
     pool = ModelPool(options, specs=[spec for spec in specs if isinstance(spec, str)])

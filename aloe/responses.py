@@ -49,7 +49,9 @@ class ResponseRequest:
     """What to generate: the messages the model sees, and the fields the record keeps.
 
     `prefix` is text the response must start with (a forced opening such as "Obfuscate sounds like"):
-    when the model does not begin with it, it is re-attached, and the record says so in `flags`.
+    when the model does not begin with it, it is re-attached, and the record says so in `flags`;
+    with `prefix_in_prompt` the prompt already ends with it (raw text the model continues), so the
+    reply is its continuation and the prefix is put back in front without a flag.
     """
 
     id: str
@@ -57,6 +59,7 @@ class ResponseRequest:
     condition: str | None
     messages: tuple[Message, ...]
     prefix: str = ""
+    prefix_in_prompt: bool = False
     extra: dict = field(default_factory=dict)  # copied into the record (e.g. the condition's kind)
     sample_index: int = 0  # repeated samples of one prompt (best-of-N) differ here, and so in the cache
 
@@ -117,14 +120,14 @@ def degenerate_flags(text: str, finish_reason: str) -> list[str]:
     return flags
 
 
-def attach_prefix(text: str, prefix: str) -> tuple[str, bool]:
-    """(response starting with `prefix`, whether it had to be re-attached)."""
+def attach_prefix(text: str, prefix: str, in_prompt: bool = False) -> tuple[str, bool]:
+    """(response starting with `prefix`, whether it had to be re-attached: not when the prompt ended with it)."""
     if not prefix:
         return text, False
     stripped = text.lstrip()
     if stripped.lower().startswith(prefix.strip().lower()):
         return stripped, False
-    return f"{prefix.strip()} {stripped}".strip(), True
+    return f"{prefix.strip()} {stripped}".strip(), not in_prompt
 
 
 def generate_responses(
@@ -145,7 +148,7 @@ def generate_responses(
         replies = model.generate([list(request.messages) for request in group], params,
                                  [request.sample_index for request in group])
         for request, reply in zip(group, replies):
-            text, reattached = attach_prefix(reply.text, request.prefix)
+            text, reattached = attach_prefix(reply.text, request.prefix, request.prefix_in_prompt)
             flags = degenerate_flags(reply.text, reply.finish_reason)
             if reattached:
                 flags.append("prefix_reattached")

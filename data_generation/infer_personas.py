@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, shard_arg, take_shard
+from aloe.cli import ArgumentParser, add_model_args, add_raw_text_arg, cli_main, model_pool, positive_int, shard_arg, take_shard
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, rewrite_jsonl, write_json
 from aloe.models import resolve_spec
@@ -35,6 +35,7 @@ DEFAULTS = InferenceSettings()
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_model_args(parser)
+    add_raw_text_arg(parser)  # a base model continues the few-shot prompt after its final "Persona:"
     parser.set_defaults(max_new_tokens=DEFAULTS.max_new_tokens, temperature=DEFAULTS.temperature)
     source = parser.add_argument_group("pairs")
     source.add_argument("--pairs", default=None, help="pairs file: JSONL, JSON, CSV, Parquet, or ALOE conversations")

@@ -4,6 +4,8 @@
     python evaluation/generate_responses.py --model embedded --prompts prompts.jsonl --placement none
     python evaluation/generate_responses.py --model model_output/pt_dpo --pairs test.personas.jsonl \
         --persona retr-chosen --train-pairs train.personas.jsonl                 # persona tailoring
+    python evaluation/generate_responses.py --model hf:meta-llama/Llama-3.1-8B --raw-text --pairs test.personas.jsonl \
+        --persona retr-chosen --train-pairs train.personas.jsonl --few-shot 5     # an untrained base model
 
 Each output record keeps prompt, condition and response as separate fields, with the finish reason
 and flags for degenerate outputs (truncated, empty, repeated_ngram, prefix_reattached); nothing is
@@ -18,14 +20,17 @@ import sys
 import time
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params, shard_arg, take_shard
+from aloe.cli import (
+    ArgumentParser, add_model_args, add_raw_text_arg, cli_main, model_pool, positive_int, sampling_params, shard_arg,
+    take_shard,
+)
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, existing_ids, write_json
 from aloe.models import resolve_spec, short_name
 from aloe.runs import RunFiles
 from aloe.provenance import provenance
 from aloe.responses import AFTER_PROMPT, PLACEMENTS, generate_responses, prompt_requests
-from aloe.tailoring.generation import PERSONA_TYPES, persona_requests
+from aloe.tailoring.generation import FEW_SHOT_PROMPTS, FEW_SHOT_STOP, PERSONA_TYPES, FewShot, persona_requests
 from aloe.tailoring.inference import GENERAL
 from aloe.tailoring.pairs import read_pairs
 
@@ -33,6 +38,7 @@ from aloe.tailoring.pairs import read_pairs
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_model_args(parser)
+    add_raw_text_arg(parser)
     parser.set_defaults(temperature=0.0, max_new_tokens=256)
     source = parser.add_argument_group("prompts")
     source.add_argument("--prompts", default=None, help="JSONL of records with id and prompt")
@@ -48,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     tailoring.add_argument("--system-persona", default=None, help="the one persona of --persona system")
     tailoring.add_argument("--embedder", default="embedded", help="sentence embedder for retrieval")
     tailoring.add_argument("--domain", default=GENERAL, help="the domain of pairs that name none")
+    tailoring.add_argument("--few-shot", type=positive_int, default=None, metavar="N",
+                           help="untrained base models: N exemplars (prompt, chosen persona, chosen response) before "
+                                "each item in the raw Prompt:/Persona:/Response: layout, stopped at the next Prompt:")
+    tailoring.add_argument("--few-shot-pairs", default=None,
+                           help="pairs the exemplars come from (default: --train-pairs)")
+    tailoring.add_argument("--few-shot-seed", type=int, default=0, help="seed of the exemplars' fixed order")
     source.add_argument("--limit", type=positive_int, default=None, help="only the first N prompts")
     parser.add_argument("--group-size", type=positive_int, default=64, help="prompts per backend call")
     parser.add_argument("--shard", type=shard_arg, default=None, help="i/n: every n-th prompt starting at i")
@@ -63,14 +75,19 @@ def main(argv=None):
     resolve_spec(args.model)
     if (args.prompts is None) == (args.pairs is None):
         raise AloeError("give exactly one of --prompts FILE or --pairs FILE")
+    few_shot_path = args.few_shot_pairs or args.train_pairs
+    if args.few_shot and not (args.pairs and few_shot_path):
+        raise AloeError("--few-shot needs --pairs and pairs to draw exemplars from (--train-pairs or --few-shot-pairs)")
     if args.prompts:
         requests = prompt_requests(args.prompts, args.condition_field, args.placement)
     else:
         pairs = read_pairs(args.pairs)[:args.limit]
+        few_shot = (FewShot(read_pairs(few_shot_path), str(few_shot_path), args.few_shot, args.few_shot_seed)
+                    if args.few_shot else None)
         requests = persona_requests(args.pairs, pairs, args.persona, args.placement, args.domain,
-                                    args.train_pairs, args.system_persona, args.embedder)
+                                    args.train_pairs, args.system_persona, args.embedder, few_shot)
     requests = take_shard(requests[:args.limit], args.shard)
-    name = short_name(args.model) + (f".{args.persona}" if args.pairs else "")
+    name = short_name(args.model) + (f".{args.persona}" if args.pairs else "") + (".fewshot" if args.few_shot else "")
     run = RunFiles(args.output or Path("runs") / "responses" / f"{name}.jsonl", args.shard)
     output = run.main
     args.cache = str(run.cache(args.cache))
@@ -87,11 +104,13 @@ def main(argv=None):
             model = model_pool(args, output).get(args.model) if pending else None
             if pending:
                 try:
-                    generate_responses(model, pending, sampling_params(args), write, args.group_size)
+                    params = sampling_params(args, **({"stop": FEW_SHOT_STOP} if args.few_shot else {}))
+                    generate_responses(model, pending, params, write, args.group_size)
                 except AloeError as exc:
                     raise AloeError(f"{exc} (finished responses are saved in {output}; re-run to resume)") from None
+        prompts = ([AFTER_PROMPT] if args.placement == "after-prompt" else []) + (list(FEW_SHOT_PROMPTS) if args.few_shot else [])
         write_json(run.provenance, provenance(dict(vars(args)), {"model": model.describe() if model else {"spec": args.model}},
-                                              [AFTER_PROMPT] if args.placement == "after-prompt" else []))
+                                              prompts))
     print(f"{len(pending)} responses generated ({len(requests) - len(pending)} already in {output}), "
           f"{flagged} flagged as degenerate; wrote {output} in {time.perf_counter() - started:.1f}s")
 

@@ -126,6 +126,9 @@ class ModelOptions:
     timeout_s: float = 120.0  # API models: seconds one request may take (--timeout)
     max_retries: int = 6  # attempts per request, the first included
     backoff_initial_s: float = 1.0  # first retry wait; doubles per attempt (capped at 60 s), plus jitter
+    # Local models: continue each prompt as plain text instead of rendering it with the chat template
+    # (untrained base models); part of the cache identity, like dtype.
+    raw_text: bool = False
 
 
 def _backend_class(resolved: ResolvedSpec):
@@ -140,9 +143,16 @@ def _backend_class(resolved: ResolvedSpec):
     return getattr(module, class_name)
 
 
+def _check_raw_text(spec: str, resolved: ResolvedSpec, options: ModelOptions) -> None:
+    if options.raw_text and resolved.backend not in LOCAL_BACKENDS:
+        raise ModelSpecError(f"raw-text prompting needs a local model (embedded, hf:, a path); {spec!r} is an "
+                             "API chat model: drop --raw-text")
+
+
 def check_spec(spec: str, options: ModelOptions | None = None) -> None:
     """Everything about a spec that can be checked without loading a model (name, path, API key)."""
     resolved = resolve_spec(spec)
+    _check_raw_text(spec, resolved, options or ModelOptions())
     check = getattr(_backend_class(resolved), "check_spec", None)
     if check is not None:
         check(spec, resolved, options or ModelOptions())
@@ -151,6 +161,7 @@ def check_spec(spec: str, options: ModelOptions | None = None) -> None:
 def load_model(spec: str, options: ModelOptions | None = None) -> ChatModel:
     """Load the model a spec names. Raises ModelSpecError with an actionable message."""
     resolved = resolve_spec(spec)
+    _check_raw_text(spec, resolved, options or ModelOptions())
     return _backend_class(resolved).from_spec(spec, resolved, options or ModelOptions())
 
 

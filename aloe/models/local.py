@@ -1,6 +1,7 @@
 """Local transformers models: a whole batch goes through one `generate` call.
 
-Prompts are built with the model's own chat template, sorted by length and left-padded in chunks
+Prompts are built with the model's own chat template (or, in raw-text mode for base models, are the
+one user message's text, continued as plain text), sorted by length and left-padded in chunks
 of `batch_size`; the reply is decoded from the new tokens only, so nothing depends on a model's
 template markers. Histories longer than the context are truncated from the left at whole messages.
 """
@@ -134,16 +135,26 @@ def chat_messages(messages: Sequence[Message], tokenizer) -> list[Message]:
     return list(messages)
 
 
+def raw_prompt(messages: Sequence[Message]) -> str:
+    """The text a raw-text model continues: the conversation's one user message, as it is."""
+    if len(messages) != 1 or messages[0]["role"] != "user":
+        roles = ", ".join(message["role"] for message in messages)
+        raise ModelCallError(f"raw-text prompting continues one user message's text, but this prompt has "
+                             f"messages [{roles}]: this stage needs a chat model (drop --raw-text)")
+    return messages[0]["content"]
+
+
 class LocalChatModel(ChatModel):
     def __init__(self, spec: str, path: str, *, batch_size: int = 8, device: str | None = None,
-                 dtype: torch.dtype | str = "auto", model=None, tokenizer=None):
+                 dtype: torch.dtype | str = "auto", model=None, tokenizer=None, raw_text: bool = False):
         self.spec = spec
         self.path = str(path)
         self.batch_size = max(1, batch_size)
         self.device = device or default_device()
+        self.raw_text = raw_text
         dtype = resolve_dtype(dtype, self.device) if isinstance(dtype, str) else dtype
         try:
-            self.tokenizer = tokenizer or load_tokenizer(self.path)
+            self.tokenizer = tokenizer or load_tokenizer(self.path, require_chat_template=not raw_text)
         except (OSError, ValueError) as exc:
             raise ModelSpecError(f"cannot load model {spec!r} from {self.path}: {str(exc).splitlines()[0]}") from None
         self.model = model or load_pretrained(spec, self.path, dtype)
@@ -152,13 +163,16 @@ class LocalChatModel(ChatModel):
 
     @classmethod
     def from_spec(cls, spec, resolved, options):
-        return cls(spec, local_path(spec), batch_size=options.batch_size, dtype=options.dtype)
+        return cls(spec, local_path(spec), batch_size=options.batch_size, dtype=options.dtype,
+                   raw_text=options.raw_text)
 
     @property
     def dtype_name(self) -> str:
         return dtype_name(self.model.dtype)
 
     def describe(self):
+        if self.raw_text:
+            return {"spec": self.spec, "path": self.path, "dtype": self.dtype_name, "raw_text": True}
         return {"spec": self.spec, "path": self.path, "dtype": self.dtype_name,
                 "chat_template_sha256": template_hash(self.tokenizer)}
 
@@ -168,7 +182,8 @@ class LocalChatModel(ChatModel):
         files = sorted(f for f in folder.iterdir() if f.is_file()) if folder.is_dir() else []
         stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
         digest = hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]
-        return f"{self.spec}@{digest}/{self.dtype_name}"  # bf16 and fp32 replies differ
+        raw = "/raw" if self.raw_text else ""  # plain-text and chat-template prompts get different replies
+        return f"{self.spec}@{digest}/{self.dtype_name}{raw}"  # bf16 and fp32 replies differ
 
     def encode(self, messages: Sequence[Message], max_new_tokens: int) -> list[int]:
         """Token ids of the prompt, its history cut from the left to leave room for the reply."""
@@ -181,6 +196,9 @@ class LocalChatModel(ChatModel):
         if limit < 1:
             raise ModelCallError(f"{self.spec}: max_new_tokens={max_new_tokens} leaves no room for the prompt in "
                                  f"its {self.context_length}-token context; lower --max-new-tokens")
+        if self.raw_text:
+            # The tokenizer adds the BOS token where the model was pretrained with one.
+            return self.tokenizer(raw_prompt(messages))["input_ids"][-limit:]
         fitted = truncate_left(messages, lambda msgs: len(ids(msgs)), limit)
         return ids(fitted)[-limit:]
 

@@ -25,7 +25,8 @@ class Retrieved:
     similarity: float
 
 
-def _normalized(text: str) -> str:
+def normalized_prompt(text: str) -> str:
+    """A prompt up to case and spacing: what makes two prompts duplicates."""
     return " ".join(text.lower().split())
 
 
@@ -37,10 +38,10 @@ def retrieve(queries: Sequence[PreferencePair], pool: Sequence[PreferencePair], 
                         "on the training pairs first")
     similarity = embedder.encode([pair.prompt for pair in queries]) @ embedder.encode([pair.prompt for pair in candidates]).T
     ids = np.array([pair.id for pair in candidates], dtype=object)
-    texts = np.array([_normalized(pair.prompt) for pair in candidates], dtype=object)
+    texts = np.array([normalized_prompt(pair.prompt) for pair in candidates], dtype=object)
     results = []
     for row, query in enumerate(queries):
-        scores = np.where((ids == query.id) | (texts == _normalized(query.prompt)), -np.inf, similarity[row])
+        scores = np.where((ids == query.id) | (texts == normalized_prompt(query.prompt)), -np.inf, similarity[row])
         best = int(np.argmax(scores))
         if not np.isfinite(scores[best]):
             raise AloeError(f"pair {query.id}: no other training prompt to retrieve a persona from")
