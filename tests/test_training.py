@@ -413,3 +413,35 @@ def test_mixed_examples_join_the_training_set(tmp_path, tiny_model_dir, conversa
     prep = prepare("sft", args)
     assert prep.counts["turns"] == 6 and prep.counts["mix_examples"] == 3 and prep.counts["examples"] == 9
     assert sum(example["completion"][0]["content"].startswith("a") for example in prep.examples) == 3
+
+
+def test_best_checkpoint_is_the_saved_model(tmp_path, tiny_model_dir, conversations_file, capsys):
+    """--best-checkpoint: held-out loss at every checkpoint, the lowest one saved and recorded; off: as before."""
+    out = tmp_path / "best"
+    # Full fine-tuning at a learning rate this high overshoots after two steps, so the best is not the last.
+    flags = ["--model", str(tiny_model_dir), "--data", "preferred", "--conversations", str(conversations_file),
+             "--batch-size", "2", "--warmup", "0", "--max-steps", "4", "--save-steps", "1", "--eval-fraction", "0.34",
+             "--scheduler", "constant", "--full", "--lr", "0.5"]
+    sft = load_script("sft")
+    assert sft.main(flags + ["--output", str(out), "--best-checkpoint", "--keep-checkpoints"]) == 0
+    summary = json.loads((out / "training_summary.json").read_text())
+    best = summary["best_checkpoint"]
+    losses = {point["step"]: point["eval_loss"] for point in best["evaluations"]}
+    assert sorted(losses) == [1, 2, 3, 4] and best["eval_loss"] == min(losses.values())
+    assert losses[best["step"]] == best["eval_loss"] and best["checkpoint"] == f"checkpoint-{best['step']}"
+    assert best["step"] < summary["steps"]
+    # The saved model is the best checkpoint's weights, and scores its held-out loss.
+    saved, kept = weights(out), weights(out / best["checkpoint"])
+    assert saved.keys() == kept.keys() and all(saved[name].equal(kept[name]) for name in saved)
+    assert summary["eval"]["metrics"]["eval_loss"] == pytest.approx(best["eval_loss"], rel=1e-5)
+    assert f"best checkpoint step {best['step']}" in capsys.readouterr().out
+
+    plain = tmp_path / "plain"  # without the flag: the last step's model, as before
+    assert sft.main(flags + ["--output", str(plain)]) == 0
+    summary = json.loads((plain / "training_summary.json").read_text())
+    assert summary["best_checkpoint"] is None
+    assert summary["eval"]["metrics"]["eval_loss"] == pytest.approx(losses[4], rel=1e-4)
+    assert "load_best_model_at_end" not in summary["provenance"]["settings"]["trainer"]
+    capsys.readouterr()
+    assert run_fails("sft", ["--model", str(tiny_model_dir), "--data", "preferred", "--conversations",
+                             str(conversations_file), "--best-checkpoint"], capsys).startswith("error: --best-checkpoint")

@@ -301,6 +301,8 @@ def test_every_shipped_recipe_loads(recipe):
     args = parse_args(build_parser(recipe_method(recipe)), ["--config", str(recipe)])
     assert args.dtype == "bf16" and args.train_data
     assert args.full or recipe.parent.name == "tailoring"  # the persona-tailoring paper trained LoRA
+    if recipe.parent.name == "tailoring":  # and kept the checkpoint with the best validation loss
+        assert args.best_checkpoint and args.eval_fraction
     if args.chat_template:
         assert (ROOT / args.chat_template).is_file()
     if recipe.parent.name == "recipes":  # ALOE: the paper names no schedule; transformers' default

@@ -76,6 +76,9 @@ def one_line(summary: dict[str, Any]) -> str:
     speed = f", {rate:.0f} tokens/s" if rate else ""
     accuracy = (summary.get("eval") or {}).get("pairwise", {}).get("accuracy")
     held_out = f", held-out pair accuracy {accuracy:.3f}" if accuracy is not None else ""
+    best = summary.get("best_checkpoint")
+    if best:
+        held_out += f", best checkpoint step {best['step']} (eval loss {best['eval_loss']:.3f})"
     return (f"{summary['method']} {summary['base_model']}: {counts['examples']} examples from "
             f"{amount} {unit}, {summary['steps']} steps{loss}{held_out}{speed}, "
             f"{summary['wall_time_s']:.0f}s; saved {summary['saved']} model to {summary['output']}")

@@ -115,6 +115,9 @@ def trainer_settings(prep: Prepared, dtype) -> dict[str, Any]:
     import torch
 
     args = prep.args
+    # Best checkpoint: evaluate at every checkpoint (transformers needs the two aligned), reload the lowest at the end.
+    best = dict(eval_strategy="steps", eval_steps=args.save_steps, load_best_model_at_end=True,
+                metric_for_best_model="eval_loss", greater_is_better=False) if args.best_checkpoint else {}
     return dict(
         output_dir=str(prep.output), per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=args.batch_size,
@@ -124,7 +127,7 @@ def trainer_settings(prep: Prepared, dtype) -> dict[str, Any]:
         max_length=args.max_length, logging_steps=args.logging_steps, save_strategy="steps",
         save_steps=args.save_steps, save_total_limit=2, report_to=[] if args.report_to == "none" else [args.report_to],
         include_num_input_tokens_seen="non_padding", disable_tqdm=True,
-        dataloader_pin_memory=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(),
+        dataloader_pin_memory=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(), **best,
     )
 
 
@@ -163,7 +166,7 @@ def train(method_name: str, args: argparse.Namespace) -> dict[str, Any]:
         return read_summary(prep.output) or {}
     resume = _resume_point(prep.output, args.resume_from_checkpoint)
     trainer, settings, dtype = build_trainer(prep)
-    if not args.keep_checkpoints:
+    if not (args.keep_checkpoints or args.best_checkpoint):  # the last checkpoint may be the best one
         trainer.add_callback(_skip_final_checkpoint())
     is_main = trainer.accelerator.is_main_process
     if is_main:
@@ -268,6 +271,20 @@ def _save_model(prep: Prepared, trainer, dtype) -> None:
     prep.tokenizer.save_pretrained(output)
 
 
+def _best_checkpoint(trainer) -> dict[str, Any] | None:
+    """The checkpoint the saved model was loaded from: its step and held-out loss (None: no evaluation ran)."""
+    state = trainer.state
+    if state.best_model_checkpoint is None:
+        return None
+    evaluations: dict[int, float] = {}
+    for entry in state.log_history:
+        if "eval_loss" in entry:  # the first per step: the evaluation after training repeats the last step
+            evaluations.setdefault(entry["step"], entry["eval_loss"])
+    return {"checkpoint": Path(state.best_model_checkpoint).name, "step": state.best_global_step,
+            "eval_loss": state.best_metric,
+            "evaluations": [{"step": step, "eval_loss": loss} for step, loss in evaluations.items()]}
+
+
 def _summary(prep: Prepared, trainer, result, settings: dict[str, Any], train_seconds: float, dtype,
              evaluation: dict[str, Any] | None) -> dict:
     from aloe.provenance import provenance
@@ -290,6 +307,7 @@ def _summary(prep: Prepared, trainer, result, settings: dict[str, Any], train_se
         "loss_curve": losses,
         "final_loss": losses[-1]["loss"] if losses else None,
         "eval": evaluation,
+        "best_checkpoint": _best_checkpoint(trainer) if args.best_checkpoint else None,
         "tokens_seen": state.num_input_tokens_seen,
         "tokens_per_second": tokens / runtime if runtime and tokens else None,
         "examples_per_second": result.metrics.get("train_samples_per_second"),

@@ -83,6 +83,9 @@ def build_parser(method_name: str) -> ArgumentParser:
     group.add_argument("--report-to", choices=REPORT_TO, default="none")
     group.add_argument("--logging-steps", type=positive_int, default=1)
     group.add_argument("--save-steps", type=positive_int, default=200, help="checkpoint every N steps (for resuming)")
+    group.add_argument("--best-checkpoint", action=argparse.BooleanOptionalAction, default=False,
+                       help="evaluate the held-out loss at every checkpoint and save the checkpoint where it was "
+                            "lowest instead of the last (needs --eval-fraction or --eval-data)")
     group.add_argument("--keep-checkpoints", action="store_true",
                        help="keep checkpoint-* folders after a finished run (default: remove them)")
     group.add_argument("--resume-from-checkpoint", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
@@ -97,6 +100,8 @@ def parse_args(parser: ArgumentParser, argv: Sequence[str] | None = None) -> arg
         parser.error("--train-data is required (on the command line or in the --config recipe)")
     if args.eval_data and args.eval_fraction:
         parser.error("--eval-data and --eval-fraction both choose held-out data: give one")
+    if args.best_checkpoint and not (args.eval_data or args.eval_fraction):
+        parser.error("--best-checkpoint picks by held-out loss: give --eval-fraction or --eval-data")
     return args
 
 
