@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Persona inference and persona tailoring end to end with one set of models and sizes:
 # infer personas (train and test pairs) -> persona accuracy -> SFT -> DPO, with personas (PT) and
-# without (the baseline) -> responses of both models for the test prompts under retrieved personas
-# -> pairwise win rate of PT over the baseline: response quality, personalization and dPQ.
+# without (the baseline) -> responses of both models, and of the untrained model prompted few-shot,
+# for the test prompts under retrieved personas -> pairwise win rates of PT over the baseline and over
+# the few-shot model: response quality, personalization and dPQ.
 #
 #   bash scripts/tailoring.sh                                              # toy sizes, embedded model
 #   PI_MODEL=openai:gpt-4o JUDGE_MODEL=openai:gpt-4o N_TRAIN=0 N_TEST=0 INFER_ARGS= JUDGE_ARGS= GEN_ARGS= \
@@ -26,6 +27,8 @@ TEST_PAIRS=${TEST_PAIRS:-datasets/preference_pairs/test.jsonl}
 N_TRAIN=${N_TRAIN:-8}                    # pairs used of each file (0: all); the shipped files interleave domains
 N_TEST=${N_TEST:-4}
 PERSONA=${PERSONA:-retr-chosen}          # the test-time persona both models get
+FEW_SHOT=${FEW_SHOT:-5}                  # exemplars for the untrained BASE_MODEL (0: skip the few-shot baseline)
+FEW_SHOT_PAIRS=${FEW_SHOT_PAIRS:-datasets/preference_pairs/fewshot.jsonl}  # exemplars with gold personas
 INFER_ARGS=${INFER_ARGS:---max-new-tokens 48 --shots 2}
 JUDGE_ARGS=${JUDGE_ARGS:---max-new-tokens 32}
 GEN_ARGS=${GEN_ARGS:---max-new-tokens 48}
@@ -65,12 +68,24 @@ $PY evaluation/generate_responses.py --model "$RUN/models/pt_dpo" --pairs "$RUN/
 $PY evaluation/generate_responses.py --model "$RUN/models/base_dpo" --pairs "$RUN/test.personas.jsonl" \
     --persona "$PERSONA" --train-pairs "$RUN/train.personas.jsonl" --placement after-prompt \
     --output "$RUN/responses.base_dpo.jsonl" $GEN_ARGS
+# The untrained model, prompted with exemplars in the raw Prompt:/Persona:/Response: layout.
+if [ "$FEW_SHOT" -gt 0 ]; then
+    $PY evaluation/generate_responses.py --model "$BASE_MODEL" --raw-text --few-shot "$FEW_SHOT" \
+        --few-shot-pairs "$FEW_SHOT_PAIRS" --pairs "$RUN/test.personas.jsonl" --persona "$PERSONA" \
+        --train-pairs "$RUN/train.personas.jsonl" --output "$RUN/responses.fewshot.jsonl" $GEN_ARGS
+fi
 
-step "5/5 win rate of PT over the baseline ($JUDGE_MODEL)"
+step "5/5 win rates of PT over the baseline and the few-shot model ($JUDGE_MODEL)"
 $PY evaluation/win_rate.py "$RUN/responses.base_dpo.jsonl" "$RUN/responses.pt_dpo.jsonl" \
     --judge-model "$JUDGE_MODEL" --output "$RUN/win_rate.json" $JUDGE_ARGS
+results=("$RUN/win_rate.json")
+if [ "$FEW_SHOT" -gt 0 ]; then
+    $PY evaluation/win_rate.py "$RUN/responses.fewshot.jsonl" "$RUN/responses.pt_dpo.jsonl" \
+        --judge-model "$JUDGE_MODEL" --output "$RUN/win_rate.fewshot.json" $JUDGE_ARGS
+    results+=("$RUN/win_rate.fewshot.json")
+fi
 }
 
 step "results"
 $PY evaluation/persona_accuracy.py --report "$RUN/persona_accuracy.json"
-$PY evaluation/win_rate.py --report "$RUN/win_rate.json"
+$PY evaluation/win_rate.py --report "${results[@]}"

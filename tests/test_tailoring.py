@@ -318,6 +318,9 @@ def test_tailoring_script_end_to_end_on_a_tiny_model(tmp_path, tiny_chatty_model
     assert set(result["criteria"]) == {"quality", "personalization"} and "delta_pq" in result
     responses = [json.loads(line) for line in (run / "responses.pt_dpo.jsonl").read_text().splitlines()]
     assert len(responses) == 2 and all(r["persona_type"] == "retr-chosen" and r["condition"] for r in responses)
+    fewshot = [json.loads(line) for line in (run / "responses.fewshot.jsonl").read_text().splitlines()]
+    assert len(fewshot) == 2 and all(len(r["few_shot_ids"]) == 5 for r in fewshot)
+    assert "win_rate.fewshot" in done.stdout and (run / "win_rate.fewshot.json").is_file()
     for name in ("pt_sft", "pt_dpo", "base_sft", "base_dpo"):
         summary = json.loads((run / "models" / name / "training_summary.json").read_text())
         assert summary["status"] == "finished"
