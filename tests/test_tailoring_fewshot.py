@@ -120,3 +120,14 @@ def test_few_shot_script_on_a_tiny_model(tmp_path, tiny_chatty_model_dir, one_to
     assert run["models"]["model"]["raw_text"] is True
     assert run_script("evaluation/generate_responses.py", "--model", tiny_chatty_model_dir, "--pairs", pairs,
                       "--few-shot", "2", "--output", tmp_path / "x.jsonl") == 1
+
+
+def test_persona_inference_takes_raw_text_too(tmp_path, tiny_chatty_model_dir, one_torch_thread):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text((DATA / "test.jsonl").read_text().splitlines(keepends=True)[0])
+    out = tmp_path / "personas.jsonl"
+    assert run_script("data_generation/infer_personas.py", "--pairs", pairs, "--output", out, "--model",
+                      tiny_chatty_model_dir, "--raw-text", "--shots", "1", "--max-new-tokens", "4",
+                      "--max-attempts", "1") == 0
+    assert read_pairs(out)[0].chosen_persona_raw is not None
+    assert json.loads((tmp_path / "personas.provenance.json").read_text())["models"]["model"]["raw_text"] is True
