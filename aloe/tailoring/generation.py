@@ -95,7 +95,7 @@ def raw_item(prompt: str, persona: str | None, placement: str, response: str) ->
     return render("fewshot_response", prompt=prompt, response=response)
 
 
-def few_shot_exemplars(number: int, pair: PreferencePair, ordered: Sequence[PreferencePair], few_shot: FewShot,
+def few_shot_exemplars(path, number: int, pair: PreferencePair, ordered: Sequence[PreferencePair], few_shot: FewShot,
                        default_domain: str, with_persona: bool) -> list[PreferencePair]:
     """The first `shots` pairs of the item's domain in the seeded order, never the item or its prompt again."""
     domain = pair.domain or default_domain
@@ -113,7 +113,7 @@ def few_shot_exemplars(number: int, pair: PreferencePair, ordered: Sequence[Pref
         if len(picked) == few_shot.shots:
             return picked
     needed = " with a chosen persona" if with_persona else ""
-    raise RecordError(f"record {number}: domain: {few_shot.path} has {len(picked)} pairs of domain {domain!r}{needed} "
+    raise RecordError(f"{path}: record {number}: domain: {few_shot.path} has {len(picked)} pairs of domain {domain!r}{needed} "
                       f"(other than this item) for {few_shot.shots} few-shot exemplars: lower --few-shot or "
                       "pass a larger --few-shot-pairs file")
 
@@ -151,11 +151,8 @@ def tailoring_requests(pairs: Sequence[PreferencePair], personas: Sequence[str |
             extra["persona_source"] = sources[position]
         prefix = response_prefix(pair, default_domain)
         if few_shot:
-            try:
-                exemplars = few_shot_exemplars(position + 1, pair, ordered, few_shot, default_domain,
-                                               with_persona=persona is not None and placement != "none")
-            except RecordError as exc:
-                raise RecordError(f"{path}: {exc}") from None
+            exemplars = few_shot_exemplars(path, position + 1, pair, ordered, few_shot, default_domain,
+                                           with_persona=persona is not None and placement != "none")
             extra["few_shot_ids"] = [other.id for other in exemplars]
             messages = ({"role": "user", "content": few_shot_text(pair, exemplars, persona, placement, prefix)},)
         else:
