@@ -145,6 +145,8 @@ def raw_prompt(messages: Sequence[Message]) -> str:
 
 
 class LocalChatModel(ChatModel):
+    raw_text = False  # continue the one user message as plain text instead of rendering the chat template
+
     def __init__(self, spec: str, path: str, *, batch_size: int = 8, device: str | None = None,
                  dtype: torch.dtype | str = "auto", model=None, tokenizer=None, raw_text: bool = False):
         self.spec = spec
