@@ -212,3 +212,13 @@ def test_method_prompts_are_found_by_name_and_listed():
     assert render("steerable_option", prompt="Hi?", response="Hello.") == "Human: Hi?\n\nAssistant: Hello."
     assert {"steerable_option", "steerable_context_as_text", "steerable_context_example"} <= set(available())
     assert len(prompt_hash("steerable_context_as_text")) == 16
+
+
+def test_original_sampling_replays_tasks_and_shares_one_k_per_batch(test_split):
+    sampler = EpisodeSampler(test_split, targets=4)
+    epoch_1 = list(sampler.epoch(seed=0, epoch=1, steps=3, batch_size=8, ks=[0, 1, 2, 3], original_sampling=True))
+    epoch_2 = list(sampler.epoch(seed=0, epoch=2, steps=3, batch_size=8, ks=[0, 1, 2, 3], original_sampling=True))
+    for one, two in zip(epoch_1, epoch_2):
+        assert torch.equal(one.target_a, two.target_a) and torch.equal(one.context_mask, two.context_mask)
+    for batch in epoch_1:
+        assert len(set(batch.context_mask.sum(1).tolist())) == 1

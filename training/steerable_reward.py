@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps-per-epoch", type=positive_int, default=DEFAULTS.steps_per_epoch)
     parser.add_argument("--val-tasks", type=positive_int, default=DEFAULTS.val_tasks, help="tasks of the validation pass")
     parser.add_argument("--overlap", action="store_true", help="draw the context from among the targets (the original code's setup)")
+    parser.add_argument("--original-sampling", action="store_true",
+                        help="the original code's task sampling, for comparison: one k per batch, the same tasks every epoch")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true")

@@ -3,7 +3,8 @@
 Context and targets are drawn disjoint, so accuracy is measured on choices the model did not see;
 `overlap=True` draws the context from among the targets instead (the original code's setup, kept
 for comparison). Every epoch draws fresh tasks from a generator seeded by (seed, epoch), so runs
-are reproducible and no two epochs replay the same tasks.
+are reproducible and no two epochs replay the same tasks; `original_sampling=True` reproduces the
+original code's sampling instead (one k per batch, the same tasks every epoch), for comparison.
 """
 
 from __future__ import annotations
@@ -99,11 +100,17 @@ class EpisodeSampler:
             target_mask=mask,
         )
 
-    def epoch(self, seed: int, epoch: int, steps: int, batch_size: int, ks: Sequence[int]) -> Iterator[Batch]:
-        """`steps` batches of fresh tasks, reproducible from (seed, epoch) and different for every epoch."""
-        rng = np.random.default_rng([seed, epoch])
+    def epoch(self, seed: int, epoch: int, steps: int, batch_size: int, ks: Sequence[int],
+              original_sampling: bool = False) -> Iterator[Batch]:
+        """`steps` batches of fresh tasks, reproducible from (seed, epoch) and different for every epoch.
+
+        `original_sampling`: the original code's regime, kept to explain its lower curve: its dataset
+        owned one fixed generator, so every epoch replayed the same tasks, and a batch shared one k.
+        """
+        rng = np.random.default_rng([seed, 1 if original_sampling else epoch])
         for _ in range(steps):
-            yield self.batch(self.draw(batch_size, rng, ks))
+            batch_ks = int(rng.choice(np.asarray(ks))) if original_sampling else ks
+            yield self.batch(self.draw(batch_size, rng, batch_ks))
 
 
 def fixed_tasks(sampler: EpisodeSampler, count: int, k: int | Sequence[int], seed: int) -> Tasks:

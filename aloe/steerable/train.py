@@ -40,6 +40,7 @@ class TrainConfig:
     steps_per_epoch: int = 250
     val_tasks: int = 1920  # the validation pass: this many fixed tasks, k spread over k_min..k_max
     overlap: bool = False  # draw the context from among the targets (the original code's setup)
+    original_sampling: bool = False  # one k per batch, the same tasks every epoch (the original code's regime)
     seed: int = 0
 
     def check(self) -> None:
@@ -105,7 +106,8 @@ def train(data_dir: str | Path, output: str | Path, config: TrainConfig, progres
     bar = Progress(total, f"train {config.model}{' latent' if config.latent else ''}", "steps", enabled=progress)
     for epoch in range(1, config.epochs + 1):
         losses = []
-        for batch in train_sampler.epoch(config.seed, epoch, config.steps_per_epoch, config.batch_size, ks):
+        for batch in train_sampler.epoch(config.seed, epoch, config.steps_per_epoch, config.batch_size, ks,
+                                           config.original_sampling):
             loss, parts = model.loss(batch)
             optimizer.zero_grad()
             loss.backward()
