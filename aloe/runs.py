@@ -12,6 +12,8 @@ Every generating stage writes a main file (--output) and files beside it named a
 
 `RunFiles` is the one place those names are made; `merge_shards`-style steps find the shard files
 through it, and `lock()` makes a second process on the same output stop with one line.
+`open(overwrite)` is how a stage starts: the lock first, then (for --overwrite) the old run's files
+cleared, so a second process started with --overwrite can never wipe a file the first is writing.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from pathlib import Path
 from aloe.errors import AloeError
 
 SHARD_TAG = ".shard-{index}-of-{count}"
+# What --overwrite clears beside the main file: the run's own files (never the response cache, which
+# only replays answers, nor a shard's or another run's files).
+OWN_FILES = ("failures.jsonl", "provenance.json", "rounds.json")
 
 
 class RunFiles:
@@ -134,6 +139,17 @@ class RunFiles:
             holder_path.unlink(missing_ok=True)
             lock.release()
             lock_path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def open(self, overwrite: bool = False, also: tuple[str, ...] = ()) -> Iterator[None]:
+        """Hold the lock (see `lock`) and, with `overwrite`, then clear the main file and the run's own
+        files beside it, plus the `also` endings (e.g. "records.jsonl"). The order matters: clearing
+        before the lock would let a second --overwrite run wipe the file a running one appends to."""
+        with self.lock():
+            if overwrite:
+                for path in (self.main, *(self.beside(ending) for ending in (*OWN_FILES, *also))):
+                    path.unlink(missing_ok=True)
+            yield
 
 
 def _read_holder(path: Path) -> str:

@@ -61,3 +61,20 @@ def test_a_reader_refuses_a_duplicate_id_with_one_line(tmp_path):
     assert len(read_records(path, Persona)) == 3
     with pytest.raises(RecordError, match=r"pool.jsonl: id: 'a' appears twice \(records 1 and 3\)"):
         read_records(path, Persona, unique_ids=True)
+
+
+def test_open_takes_the_lock_before_overwrite_clears_the_run_files(tmp_path):
+    run = RunFiles(tmp_path / "rows.jsonl")
+    for path in (run.main, run.failures, run.provenance, run.beside("records.jsonl"), run.cache()):
+        path.write_text("old")
+    with run.lock():
+        with pytest.raises(AloeError, match="being written by another run"):
+            with run.open(overwrite=True):
+                pass
+    assert run.main.read_text() == "old"  # the holder's file is untouched
+    with run.open(overwrite=True, also=("records.jsonl",)):
+        assert not any(path.exists() for path in (run.main, run.failures, run.provenance, run.beside("records.jsonl")))
+    assert run.cache().read_text() == "old"  # the response cache only replays answers: kept
+    run.main.write_text("kept")
+    with run.open():  # resuming clears nothing
+        assert run.main.read_text() == "kept"

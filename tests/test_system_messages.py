@@ -156,6 +156,45 @@ def test_a_row_that_keeps_failing_is_reported_and_retried_with_fresh_samples(tmp
     assert generation.STEPS[0] == "subdimension"
 
 
+def test_the_stage_engine_writes_rows_records_failures_and_retries_them_with_fresh_samples(tmp_path):
+    from aloe.runs import RunFiles
+    from aloe.system_messages.generation import generate_rows
+
+    run = RunFiles(tmp_path / "rows.jsonl")
+    instructions = [Instruction(id="i1", prompt="Explain tides."), Instruction(id="i2", prompt="Cook rice.")]
+    strict = GenerationSettings(sets=2, max_attempts=2, subdimension_fallback=False, group_size=1)
+    model = ScriptedModel(bad_first=2)  # samples 0 and 1 are unusable: every row fails this run
+    report = generate_rows(run, instructions, strict, SamplingParams(), lambda: model, lambda m: {"model": m.spec})
+    assert (report.rows, report.written, report.failed) == (4, 0, 4) and run.main.read_text() == ""
+    failures = [json.loads(line) for line in run.failures.read_text().splitlines()]
+    assert [f["id"] for f in failures] == ["i1-s0", "i1-s1", "i2-s0", "i2-s1"]  # one group per instruction
+    assert {f["step"] for f in failures} == {"subdimension"} and all(f["raw"] and f["next_sample"] == 2 for f in failures)
+    assert json.loads(run.provenance.read_text()) == {"model": "scripted"}
+
+    report = generate_rows(run, instructions, strict, SamplingParams(), lambda: model, lambda m: {})
+    assert (report.written, report.failed) == (4, 0) and not run.failures.exists()
+    assert min(min(indices) for indices in model.indices[-6:]) >= 2  # the retry drew samples it had not drawn
+
+    def no_model():
+        raise AssertionError("nothing is left to generate: no model is loaded")
+
+    report = generate_rows(run, instructions, strict, SamplingParams(), no_model, lambda m: {})
+    assert (report.already, report.written) == (4, 0) and len(run.main.read_text().splitlines()) == 4
+
+
+def test_overwrite_waits_for_the_lock_and_never_wipes_a_running_output(tmp_path, capsys):
+    from aloe.runs import RunFiles
+
+    output = tmp_path / "rows.jsonl"
+    output.write_text('{"id": "i1-s0"}\n')  # what the running process has written so far
+    with RunFiles(output).lock():
+        assert run_script("data_generation/generate_system_messages.py", "--model", "embedded", "--output", output,
+                          "--overwrite") == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {output} is being written by another run (pid ")
+    assert output.read_text() == '{"id": "i1-s0"}\n'
+
+
 def test_generate_script_runs_every_step_through_an_api_and_resumes(tmp_path, openai_stub, capsys):
     server = openai_stub()
     instructions = tmp_path / "instructions.txt"
