@@ -405,6 +405,40 @@ def test_eval_multifaceted_end_to_end_on_a_tiny_model(tmp_path, tiny_chatty_mode
     assert run_script("evaluation/report.py", output, output, "--output", tmp_path / "report.md") == 0
 
 
+def multifaceted_result(tmp_path, name="m"):
+    from aloe.system_messages.results import MultifacetedResult
+
+    return MultifacetedResult(
+        name=name, model="x", models={"model": "x", "judge": "j"}, judge_sees_system=False, judge_temperature=0.0,
+        runs=1, bench="b.jsonl", settings={}, records=str(tmp_path / f"{name}.records.jsonl"),
+        plot=str(tmp_path / f"{name}.png"), metrics=rubric_metrics([[[4, 5, None, 3]], [[2, 2, 2, 2]]], ["a", "b"], 20))
+
+
+def test_multifaceted_results_have_one_schema_read_by_the_report(tmp_path, capsys):
+    from aloe.system_messages.results import read_result, write_result
+
+    path = tmp_path / "m.json"
+    write_result(path, multifaceted_result(tmp_path))
+    assert read_result(path).metrics.by_source["b"].score == 2.0 and read_result(path).benchmark == "multifaceted"
+    assert run_script("evaluation/report.py", path, path, "--output", tmp_path / "report.md") == 0
+    assert "| a | b | parse rate |" in capsys.readouterr().out
+    data = json.loads(path.read_text())
+    cases = {
+        "cut.json": path.read_text()[:200],  # a file cut short
+        "incomplete.json": json.dumps({**data, "metrics": {k: v for k, v in data["metrics"].items() if k != "score"}}),
+        "untagged.json": json.dumps({k: v for k, v in data.items() if k != "benchmark"}),
+    }
+    expected = {"cut.json": "not valid JSON", "incomplete.json": "multifaceted.metrics.score: Field required",
+                "untagged.json": "not an ALOE result nor a Multifaceted one"}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        assert run_script("evaluation/report.py", tmp_path / name, "--output", tmp_path / "report.md") == 1
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: {tmp_path / name}: ") and expected[name] in line
+    with pytest.raises(AloeError, match=r"incomplete.json: metrics.score: Field required \(not a Multifaceted result"):
+        read_result(tmp_path / "incomplete.json")
+
+
 @pytest.mark.parametrize("change, field", [
     (lambda item: item["rubrics"].pop(), "rubrics"),
     (lambda item: item["rubrics"][2]["score_descriptions"].pop("3"), "rubrics.2.score_descriptions"),
