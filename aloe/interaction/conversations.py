@@ -345,8 +345,7 @@ class GenerationReport:
 
 def generate_conversations(run: RunFiles, pairs: Sequence[PersonaPair], settings: GenerationSettings,
                            load_generator: Callable[[], ConversationGenerator], judge_spec: str,
-                           provenance_of: Callable[[ConversationGenerator], dict], overwrite: bool = False
-                           ) -> GenerationReport:
+                           provenance_of: Callable[[ConversationGenerator], dict]) -> GenerationReport:
     """Generate `pairs` into `run`'s files, resuming what is there.
 
     Finished conversations are appended to the main file as they finish and failures to the failures
@@ -355,8 +354,6 @@ def generate_conversations(run: RunFiles, pairs: Sequence[PersonaPair], settings
     when a model call is needed.
     """
     output = run.main
-    if overwrite and output.exists():
-        output.unlink()
     # Read once: the finished ids are what resuming skips, the records what re-judging looks at.
     stored = read_records(output, Conversation, allow_empty=True, unique_ids=True) if output.exists() else []
     done = {conversation.id for conversation in stored}
