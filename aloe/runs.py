@@ -24,10 +24,11 @@ import json
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from aloe.errors import AloeError
+from aloe.jsonl import JsonlWriter
 
 SHARD_TAG = ".shard-{index}-of-{count}"
 # What --overwrite clears beside the main file: the run's own files (never the response cache, which
@@ -150,6 +151,23 @@ class RunFiles:
                 for path in (self.main, *(self.beside(ending) for ending in (*OWN_FILES, *also))):
                     path.unlink(missing_ok=True)
             yield
+
+
+    @contextlib.contextmanager
+    def writers(self, items: str, saved: Callable[[], int]) -> Iterator[tuple[JsonlWriter, JsonlWriter]]:
+        """The main file (appended to) and the failures file (started anew: the next run retries what it
+        lists) while a stage generates. A model call that failed for good stops the stage with one line
+        saying how many finished `items` are saved (`saved()`); an empty failures file is removed."""
+        try:
+            with JsonlWriter(self.main) as writer, JsonlWriter(self.failures, overwrite=True) as failures:
+                try:
+                    yield writer, failures
+                except AloeError as exc:
+                    raise AloeError(f"{exc} ({saved()} finished {items} are saved in {self.main}; "
+                                    "re-run the same command to resume)") from None
+        finally:
+            if self.failures.exists() and self.failures.stat().st_size == 0:
+                self.failures.unlink()  # no failures this run (or it was interrupted before any)
 
 
 def _read_holder(path: Path) -> str:

@@ -182,6 +182,26 @@ def test_the_stage_engine_writes_rows_records_failures_and_retries_them_with_fre
     assert (report.already, report.written) == (4, 0) and len(run.main.read_text().splitlines()) == 4
 
 
+def test_a_model_call_that_fails_for_good_keeps_earlier_groups_and_lists_the_group_in_flight(tmp_path):
+    from aloe.runs import RunFiles
+    from aloe.system_messages.generation import generate_rows
+
+    class DiesOnCook(ScriptedModel):
+        def generate(self, conversations, params, sample_indices=None, on_reply=None):
+            if any("Cook rice." in message["content"] for conv in conversations for message in conv):
+                raise AloeError("the API is unreachable")
+            return super().generate(conversations, params, sample_indices, on_reply)
+
+    run = RunFiles(tmp_path / "rows.jsonl")
+    instructions = [Instruction(id="i1", prompt="Explain tides."), Instruction(id="i2", prompt="Cook rice.")]
+    with pytest.raises(AloeError, match=r"unreachable \(2 finished rows are saved in .*rows.jsonl; re-run"):
+        generate_rows(run, instructions, GenerationSettings(sets=2, group_size=1), SamplingParams(),
+                      DiesOnCook, lambda m: {})
+    assert [json.loads(line)["id"] for line in run.main.read_text().splitlines()] == ["i1-s0", "i1-s1"]
+    failures = [json.loads(line) for line in run.failures.read_text().splitlines()]
+    assert [(f["id"], f["step"]) for f in failures] == [("i2-s0", "subdimension"), ("i2-s1", "subdimension")]
+
+
 def test_overwrite_waits_for_the_lock_and_never_wipes_a_running_output(tmp_path, capsys):
     from aloe.runs import RunFiles
 

@@ -26,8 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aloe.errors import AloeError
-from aloe.jsonl import JsonlWriter, existing_ids, iter_records, write_json
+from aloe.jsonl import existing_ids, iter_records, write_json
 from aloe.lockstep import Check, ItemState, Outcome, generate_checked, run_lockstep
 from aloe.messages import Message
 from aloe.models.base import ChatModel, SamplingParams
@@ -386,44 +385,36 @@ def generate_rows(run: RunFiles, instructions: Sequence[Instruction], settings: 
     model = load_model()
     generator = SystemMessageGenerator(model, params, settings, first_sample)
     write_json(run.provenance, provenance_of(model))
-    try:
-        with JsonlWriter(run.main) as writer, JsonlWriter(run.failures, overwrite=True) as failures:
+    with run.writers("rows", lambda: report.written) as (writer, failures):
 
-            def fail(row: RowState, step: str, reason: str) -> None:
-                failures.write({"id": row.id, "instruction_id": row.instruction.id, "set_index": row.set_index,
-                                "step": step, "reason": reason, "next_sample": first_sample + settings.max_attempts,
-                                "fields": row.fields, "raw": row.raw,
-                                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-                report.failed += 1
-                report.first_failure = report.first_failure or f"{row.id}: {reason}"
+        def fail(row: RowState, step: str, reason: str) -> None:
+            failures.write({"id": row.id, "instruction_id": row.instruction.id, "set_index": row.set_index,
+                            "step": step, "reason": reason, "next_sample": first_sample + settings.max_attempts,
+                            "fields": row.fields, "raw": row.raw,
+                            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+            report.failed += 1
+            report.first_failure = report.first_failure or f"{row.id}: {reason}"
 
-            def finish(state: ItemState[list[RowState]]) -> None:
-                for row in state.item:
-                    if row.failure is None:
-                        writer.write(row.row())
-                        report.written += 1
-                    else:
-                        fail(row, row.failed_step, row.failure)
+        def finish(state: ItemState[list[RowState]]) -> None:
+            for row in state.item:
+                if row.failure is None:
+                    writer.write(row.row())
+                    report.written += 1
+                else:
+                    fail(row, row.failed_step, row.failure)
 
-            def fail_all(state: ItemState[list[RowState]], step: int, reason: str) -> None:
-                for row in state.item:  # a model call failed for good: nothing of this group was written
-                    fail(row, STEPS[step], reason)
+        def fail_all(state: ItemState[list[RowState]], step: int, reason: str) -> None:
+            for row in state.item:  # a model call failed for good: nothing of this group was written
+                fail(row, STEPS[step], reason)
 
-            def advance(active: list[ItemState[list[RowState]]], step: int) -> None:
-                generator.run_step(STEPS[step], [row for state in active for row in state.item])
+        def advance(active: list[ItemState[list[RowState]]], step: int) -> None:
+            generator.run_step(STEPS[step], [row for state in active for row in state.item])
 
-            def progress(start: int, end: int) -> None:
-                log.info("instructions %d-%d done: %d rows written, %d failed so far", start + 1, end,
-                         report.written, report.failed)
+        def progress(start: int, end: int) -> None:
+            log.info("instructions %d-%d done: %d rows written, %d failed so far", start + 1, end,
+                     report.written, report.failed)
 
-            # One item per instruction, so sibling sets always share a group (their subdimensions differ).
-            try:
-                run_lockstep([generator.states([instruction], done) for instruction in pending], len(STEPS), advance,
-                             finish, fail_all, group_size=settings.group_size, on_group=progress)
-            except AloeError as exc:
-                raise AloeError(f"{exc} ({report.written} finished rows are saved in {run.main}; "
-                                "re-run the same command to resume)") from None
-    finally:
-        if run.failures.exists() and run.failures.stat().st_size == 0:
-            run.failures.unlink()  # no failures this run (or it was interrupted before any)
+        # One item per instruction, so sibling sets always share a group (their subdimensions differ).
+        run_lockstep([generator.states([instruction], done) for instruction in pending], len(STEPS), advance,
+                     finish, fail_all, group_size=settings.group_size, on_group=progress)
     return report
