@@ -105,11 +105,14 @@ def overwrite_commands(tmp_path):
                                "--output", out / "r.jsonl"),
         "persona_accuracy": ("evaluation/persona_accuracy.py", "--pairs", pairs, "--output", out / "a.json"),
         "win_rate": ("evaluation/win_rate.py", responses, responses, "--output", out / "w.json"),
+        "generate_personas": ("persona_generation/generate_personas.py", "--kind", "profile", "--target", "999",
+                              "--model", "embedded", "--output", out / "profiles.jsonl"),
     }
 
 
 @pytest.mark.parametrize("script", ["generate_system_messages", "generate_conversations", "infer_personas",
-                                    "eval_aloe", "generate_responses", "persona_accuracy", "win_rate"])
+                                    "eval_aloe", "generate_responses", "persona_accuracy", "win_rate",
+                                    "generate_personas"])
 def test_overwrite_never_wipes_the_output_of_a_running_stage(tmp_path, capsys, script):
     path, *argv = overwrite_commands(tmp_path)[script]
     output = Path(argv[argv.index("--output") + 1])
