@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from aloe.errors import RecordError
 
@@ -203,6 +203,16 @@ def read_json(path: str | os.PathLike, hint: str = "") -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RecordError(f"{path}: not valid JSON ({getattr(exc, 'msg', exc)}){hint}") from None
+
+
+def read_json_as(path: str | os.PathLike, schema: type[T] | TypeAdapter, what: str, hint: str = "") -> Any:
+    """A JSON document validated by `schema` (a model, or a TypeAdapter such as a discriminated union);
+    a missing, cut-short or foreign file is one RecordError: `path: field: problem (not <what>)`."""
+    data = read_json(path, hint)
+    try:
+        return schema.validate_python(data) if isinstance(schema, TypeAdapter) else schema.model_validate(data)
+    except ValidationError as exc:
+        raise RecordError(f"{path}: {_describe(exc)} (not {what}){hint}") from None
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

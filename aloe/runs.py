@@ -12,6 +12,8 @@ Every generating stage writes a main file (--output) and files beside it named a
 
 `RunFiles` is the one place those names are made; `merge_shards`-style steps find the shard files
 through it, and `lock()` makes a second process on the same output stop with one line.
+`open(overwrite)` is how a stage starts: the lock first, then (for --overwrite) the old run's files
+cleared, so a second process started with --overwrite can never wipe a file the first is writing.
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ import json
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from aloe.errors import AloeError
+from aloe.jsonl import JsonlWriter
 
 SHARD_TAG = ".shard-{index}-of-{count}"
+# What --overwrite clears beside the main file: the run's own files (never the response cache, which
+# only replays answers, nor a shard's or another run's files).
+OWN_FILES = ("failures.jsonl", "provenance.json", "rounds.json")
 
 
 class RunFiles:
@@ -134,6 +140,34 @@ class RunFiles:
             holder_path.unlink(missing_ok=True)
             lock.release()
             lock_path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def open(self, overwrite: bool = False, also: tuple[str, ...] = ()) -> Iterator[None]:
+        """Hold the lock (see `lock`) and, with `overwrite`, then clear the main file and the run's own
+        files beside it, plus the `also` endings (e.g. "records.jsonl"). The order matters: clearing
+        before the lock would let a second --overwrite run wipe the file a running one appends to."""
+        with self.lock():
+            if overwrite:
+                for path in (self.main, *(self.beside(ending) for ending in (*OWN_FILES, *also))):
+                    path.unlink(missing_ok=True)
+            yield
+
+
+    @contextlib.contextmanager
+    def writers(self, items: str, saved: Callable[[], int]) -> Iterator[tuple[JsonlWriter, JsonlWriter]]:
+        """The main file (appended to) and the failures file (started anew: the next run retries what it
+        lists) while a stage generates. A model call that failed for good stops the stage with one line
+        saying how many finished `items` are saved (`saved()`); an empty failures file is removed."""
+        try:
+            with JsonlWriter(self.main) as writer, JsonlWriter(self.failures, overwrite=True) as failures:
+                try:
+                    yield writer, failures
+                except AloeError as exc:
+                    raise AloeError(f"{exc} ({saved()} finished {items} are saved in {self.main}; "
+                                    "re-run the same command to resume)") from None
+        finally:
+            if self.failures.exists() and self.failures.stat().st_size == 0:
+                self.failures.unlink()  # no failures this run (or it was interrupted before any)
 
 
 def _read_holder(path: Path) -> str:

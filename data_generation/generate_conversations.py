@@ -75,9 +75,8 @@ def main(argv=None):
         return provenance(settings=vars(args), models={role: model.describe() for role, model in generator.models.items()},
                           prompts=list(PROMPTS))
 
-    with run.lock():
-        report = generate_conversations(run, pairs, settings, load_generator, role_spec(args, "judge"), provenance_of,
-                                        args.overwrite)
+    with run.open(overwrite=args.overwrite):
+        report = generate_conversations(run, pairs, settings, load_generator, role_spec(args, "judge"), provenance_of)
     print(f"wrote {report.written} conversations to {run.main} ({report.already} already there, "
           f"{report.failed} failed) in {time.perf_counter() - started:.1f}s")
     if report.failed:

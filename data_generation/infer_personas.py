@@ -79,8 +79,8 @@ def main(argv=None):
     run = RunFiles(args.output, args.shard)
     output = run.main
     args.cache = str(run.cache(args.cache))
-    with run.lock():
-        done = {} if args.overwrite or not output.exists() else {pair.id: pair for pair in read_pairs(output, allow_empty=True)}
+    with run.open(overwrite=args.overwrite):
+        done = {} if not output.exists() else {pair.id: pair for pair in read_pairs(output, allow_empty=True)}
         unfinished = [pair for pair in pairs if pair.id in done
                       and not (done[pair.id].chosen_persona and done[pair.id].rejected_persona)]
         pending = [pair for pair in pairs if pair.id not in done]
@@ -89,7 +89,7 @@ def main(argv=None):
             for pair in infer_personas(model, unfinished, exemplars, args.domain, settings):
                 done[pair.id] = pair
             rewrite_jsonl(output, [done[pair.id] for pair in pairs if pair.id in done])
-        with JsonlWriter(output, overwrite=args.overwrite) as writer:
+        with JsonlWriter(output) as writer:
             for start in range(0, len(pending), args.group_size):
                 for pair in infer_personas(model, pending[start:start + args.group_size], exemplars, args.domain,
                                            settings):

@@ -84,9 +84,9 @@ def main(argv=None):
     for spec in specs.values():
         resolve_spec(spec)  # an unknown spec fails here, before anything is read or written
     run = RunFiles(args.output or Path("results") / "aloe" / f"{short_name(args.model)}.json", args.shard, ".json")
-    with run.lock():
+    with run.open(overwrite=args.overwrite, also=("records.jsonl", "png")):
         if args.merge:
-            result, note = merge_results(run, args.overwrite)
+            result, note = merge_results(run)
         else:
             profiles, personalities = load_pool(args.profiles), load_pool(args.personalities)
             pairs = ordered_pairs(profiles, personalities)
@@ -105,7 +105,7 @@ def main(argv=None):
                 return Roles(**{role: pool.get(spec) for role, spec in specs.items()})
 
             result = evaluate(run, pairs, run_identity(args, personas_hash(profiles, personalities)), settings,
-                              load_models, stage.role_params(sampling_params(args)), stage, args.overwrite)
+                              load_models, stage.role_params(sampling_params(args)), stage)
             note = ""
     print(summary(result, run.main, time.perf_counter() - started, note))
     m = result.metrics

@@ -21,14 +21,13 @@ from pathlib import Path
 
 from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params
 from aloe.errors import AloeError
-from aloe.jsonl import rewrite_jsonl, write_json
+from aloe.jsonl import rewrite_jsonl
 from aloe.models import resolve_spec, short_name
 from aloe.provenance import provenance
 from aloe.responses import generate_responses, read_responses
-from aloe.system_messages.benchmark import (
-    PROMPTS, BenchRecord, judge_responses, metrics, plot_results, response_requests, results_table,
-)
+from aloe.system_messages.benchmark import PROMPTS, BenchRecord, judge_responses, metrics, response_requests
 from aloe.system_messages.data import BENCH, RELEASED_BENCH, read_bench
+from aloe.system_messages.results import MultifacetedResult, results_table, write_result
 
 DEFAULT_JUDGE = "embedded"  # the paper used GPT-4-Turbo; the judge is part of the benchmark, not the model
 
@@ -98,22 +97,20 @@ def main(argv=None):
     paths = {"records": Path(f"{stem}.records.jsonl"), "plot": Path(f"{stem}.png")}
     rewrite_jsonl(paths["records"], records)
     settings = {key: value for key, value in vars(args).items()}
-    result = {
-        "benchmark": "multifaceted", "name": name, "model": args.responses or args.model,
-        "models": {"model": args.responses or args.model, "judge": args.judge_model},
-        "judge_sees_system": args.judge_sees_system, "judge_temperature": args.judge_temperature,
-        "runs": args.runs, "bench": args.bench, "settings": settings,
-        "records": str(paths["records"]), "plot": str(paths["plot"]),
-        "metrics": metrics(records, args.bootstrap, args.seed),
-        "provenance": provenance(settings, {"model": answering, "judge": judge.describe()}, list(PROMPTS)),
-    }
-    write_json(output, result)
-    plot_results([result], paths["plot"])
-    m = result["metrics"]
+    result = MultifacetedResult(
+        name=name, model=args.responses or args.model,
+        models={"model": args.responses or args.model, "judge": args.judge_model},
+        judge_sees_system=args.judge_sees_system, judge_temperature=args.judge_temperature,
+        runs=args.runs, bench=args.bench, settings=settings,
+        records=str(paths["records"]), plot=str(paths["plot"]),
+        metrics=metrics(records, args.bootstrap, args.seed),
+        provenance=provenance(settings, {"model": answering, "judge": judge.describe()}, list(PROMPTS)),
+    )
+    write_result(output, result)
+    m = result.metrics
     print(results_table([result]), end="")
-    print(f"{name}: {m['items']} items x {m['runs']} runs; score "
-          f"{'n/a' if m['score'] is None else format(m['score'], '.2f')}; {m['parsed']} verdicts parsed, "
-          f"{m['unparsed']} unparsed; wrote {output}, {paths['records']} and {paths['plot']} "
+    print(f"{name}: {m.items} items x {m.runs} runs; score {'n/a' if m.score is None else format(m.score, '.2f')}; "
+          f"{m.parsed} verdicts parsed, {m.unparsed} unparsed; wrote {output}, {paths['records']} and {paths['plot']} "
           f"in {time.perf_counter() - started:.1f}s")
 
 

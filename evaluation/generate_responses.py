@@ -92,10 +92,10 @@ def main(argv=None):
     output = run.main
     args.cache = str(run.cache(args.cache))
     flagged = 0
-    with run.lock():
-        done = set() if args.overwrite else existing_ids(output)
+    with run.open(overwrite=args.overwrite):
+        done = existing_ids(output)
         pending = [request for request in requests if request.id not in done]
-        with JsonlWriter(output, overwrite=args.overwrite) as writer:
+        with JsonlWriter(output) as writer:
             def write(response):
                 nonlocal flagged
                 flagged += bool(response.flags)

@@ -94,8 +94,8 @@ def main(argv=None):
         judges["preferences"] = (preference_judge(), preference_items(pairs))
     identity = {"pairs": file_hash(args.pairs), "judge": judge_spec, "params": params.as_dict(),
                 "prompts": {judge.prompt: prompt_hash(judge.prompt) for judge, _ in judges.values()}}
-    with run.lock():
-        previous = {} if args.overwrite else read_judgements(judgements_path, identity)
+    with run.open(overwrite=args.overwrite, also=("judgements.jsonl",)):
+        previous = read_judgements(judgements_path, identity)
         model = model_pool(args, output).get(judge_spec)
         judged = {}
         for name, (judge, items) in judges.items():

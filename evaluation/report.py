@@ -12,41 +12,26 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
-from aloe.interaction.results import AloeResult, plot_levels, read_result
+from pydantic import Field, TypeAdapter
+
 from aloe.cli import ArgumentParser, cli_main
 from aloe.errors import AloeError
-from aloe.jsonl import read_json
-from aloe.system_messages.benchmark import plot_results, results_table
+from aloe.interaction.results import AloeResult, plot_levels
+from aloe.jsonl import read_json_as
+from aloe.system_messages.results import MultifacetedResult, plot_results, results_table
 
 COLUMNS = ("model", "conversations", "turns", "AL(1)", "AL(K)", "mean AL", "IR", "N-IR", "R²", "parse rate")
 
-
-def load_result(path: str | Path):
-    """An ALOE result (read by its one reader) or a Multifaceted result (its JSON as written)."""
-    data = read_json(path)
-    kind = data.get("benchmark") if isinstance(data, dict) else None
-    if kind == "aloe":
-        return read_result(path)
-    if kind == "multifaceted" and "metrics" in data:
-        return data
-    raise AloeError(f"{path}: not an ALOE result nor a Multifaceted one (expected the JSON written by "
-                    "evaluation/eval_aloe.py or evaluation/eval_multifaceted.py)")
+# Either result kind, told apart by the `benchmark` field each file carries.
+RESULT = TypeAdapter(Annotated[AloeResult | MultifacetedResult, Field(discriminator="benchmark")])
 
 
-def _kind(result) -> str:
-    return "aloe" if isinstance(result, AloeResult) else "multifaceted"
-
-
-def _name(result) -> str:
-    return result.name if isinstance(result, AloeResult) else result["name"]
-
-
-def _set_name(result, name: str) -> None:
-    if isinstance(result, AloeResult):
-        result.name = name
-    else:
-        result["name"] = name
+def load_result(path: str | Path) -> AloeResult | MultifacetedResult:
+    """An ALOE or a Multifaceted result, by its `benchmark` field; anything else is one error line."""
+    return read_json_as(path, RESULT, "an ALOE result nor a Multifaceted one; expected the JSON written by "
+                                      "evaluation/eval_aloe.py or evaluation/eval_multifaceted.py")
 
 
 def _num(value, fmt: str = "{:.2f}") -> str:
@@ -112,20 +97,21 @@ def _short(value) -> str:
 @cli_main
 def main(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("results", nargs="+", help="result JSON files written by evaluation/eval_aloe.py")
+    parser.add_argument("results", nargs="+",
+                        help="result JSON files written by evaluation/eval_aloe.py or evaluation/eval_multifaceted.py")
     parser.add_argument("--output", default="results/aloe/report.md",
                         help="Markdown table path; the plot is written beside it as .png")
     args = parser.parse_args(argv)
     results = [load_result(path) for path in args.results]
-    kinds = {_kind(result) for result in results}
+    kinds = {result.benchmark for result in results}
     if len(kinds) > 1:
         raise AloeError(f"{', '.join(args.results)}: results of different benchmarks ({', '.join(sorted(kinds))}) "
                         "do not go in one table")
-    names = [_name(result) for result in results]
+    names = [result.name for result in results]
     if len(set(names)) != len(names):
         # Same stem from different folders (e.g. shards of two runs): tell them apart by path.
         for result, path in zip(results, args.results):
-            _set_name(result, str(Path(path).with_suffix("")))
+            result.name = str(Path(path).with_suffix(""))
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     plot = output.with_suffix(".png")

@@ -104,8 +104,8 @@ def main(argv=None):
     params = sampling_params(args)
     identity = {"a": file_hash(path_a), "b": file_hash(path_b), "judge": judge_spec, "params": params.as_dict(),
                 "prompts": {name: prompt_hash(name) for name in prompts}}
-    with run.lock():
-        previous = {} if args.overwrite else read_judgements(judgements_path, identity)
+    with run.open(overwrite=args.overwrite, also=("judgements.jsonl",)):
+        previous = read_judgements(judgements_path, identity)
 
         pool = model_pool(args, output)
         judge = pool.get(judge_spec)

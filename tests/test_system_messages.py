@@ -156,6 +156,65 @@ def test_a_row_that_keeps_failing_is_reported_and_retried_with_fresh_samples(tmp
     assert generation.STEPS[0] == "subdimension"
 
 
+def test_the_stage_engine_writes_rows_records_failures_and_retries_them_with_fresh_samples(tmp_path):
+    from aloe.runs import RunFiles
+    from aloe.system_messages.generation import generate_rows
+
+    run = RunFiles(tmp_path / "rows.jsonl")
+    instructions = [Instruction(id="i1", prompt="Explain tides."), Instruction(id="i2", prompt="Cook rice.")]
+    strict = GenerationSettings(sets=2, max_attempts=2, subdimension_fallback=False, group_size=1)
+    model = ScriptedModel(bad_first=2)  # samples 0 and 1 are unusable: every row fails this run
+    report = generate_rows(run, instructions, strict, SamplingParams(), lambda: model, lambda m: {"model": m.spec})
+    assert (report.rows, report.written, report.failed) == (4, 0, 4) and run.main.read_text() == ""
+    failures = [json.loads(line) for line in run.failures.read_text().splitlines()]
+    assert [f["id"] for f in failures] == ["i1-s0", "i1-s1", "i2-s0", "i2-s1"]  # one group per instruction
+    assert {f["step"] for f in failures} == {"subdimension"} and all(f["raw"] and f["next_sample"] == 2 for f in failures)
+    assert json.loads(run.provenance.read_text()) == {"model": "scripted"}
+
+    report = generate_rows(run, instructions, strict, SamplingParams(), lambda: model, lambda m: {})
+    assert (report.written, report.failed) == (4, 0) and not run.failures.exists()
+    assert min(min(indices) for indices in model.indices[-6:]) >= 2  # the retry drew samples it had not drawn
+
+    def no_model():
+        raise AssertionError("nothing is left to generate: no model is loaded")
+
+    report = generate_rows(run, instructions, strict, SamplingParams(), no_model, lambda m: {})
+    assert (report.already, report.written) == (4, 0) and len(run.main.read_text().splitlines()) == 4
+
+
+def test_a_model_call_that_fails_for_good_keeps_earlier_groups_and_lists_the_group_in_flight(tmp_path):
+    from aloe.runs import RunFiles
+    from aloe.system_messages.generation import generate_rows
+
+    class DiesOnCook(ScriptedModel):
+        def generate(self, conversations, params, sample_indices=None, on_reply=None):
+            if any("Cook rice." in message["content"] for conv in conversations for message in conv):
+                raise AloeError("the API is unreachable")
+            return super().generate(conversations, params, sample_indices, on_reply)
+
+    run = RunFiles(tmp_path / "rows.jsonl")
+    instructions = [Instruction(id="i1", prompt="Explain tides."), Instruction(id="i2", prompt="Cook rice.")]
+    with pytest.raises(AloeError, match=r"unreachable \(2 finished rows are saved in .*rows.jsonl; re-run"):
+        generate_rows(run, instructions, GenerationSettings(sets=2, group_size=1), SamplingParams(),
+                      DiesOnCook, lambda m: {})
+    assert [json.loads(line)["id"] for line in run.main.read_text().splitlines()] == ["i1-s0", "i1-s1"]
+    failures = [json.loads(line) for line in run.failures.read_text().splitlines()]
+    assert [(f["id"], f["step"]) for f in failures] == [("i2-s0", "subdimension"), ("i2-s1", "subdimension")]
+
+
+def test_overwrite_waits_for_the_lock_and_never_wipes_a_running_output(tmp_path, capsys):
+    from aloe.runs import RunFiles
+
+    output = tmp_path / "rows.jsonl"
+    output.write_text('{"id": "i1-s0"}\n')  # what the running process has written so far
+    with RunFiles(output).lock():
+        assert run_script("data_generation/generate_system_messages.py", "--model", "embedded", "--output", output,
+                          "--overwrite") == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {output} is being written by another run (pid ")
+    assert output.read_text() == '{"id": "i1-s0"}\n'
+
+
 def test_generate_script_runs_every_step_through_an_api_and_resumes(tmp_path, openai_stub, capsys):
     server = openai_stub()
     instructions = tmp_path / "instructions.txt"
@@ -364,6 +423,40 @@ def test_eval_multifaceted_end_to_end_on_a_tiny_model(tmp_path, tiny_chatty_mode
 
     assert read_responses(output.with_suffix(".records.jsonl"))[0].condition == read_bench(BENCH)[0].system
     assert run_script("evaluation/report.py", output, output, "--output", tmp_path / "report.md") == 0
+
+
+def multifaceted_result(tmp_path, name="m"):
+    from aloe.system_messages.results import MultifacetedResult
+
+    return MultifacetedResult(
+        name=name, model="x", models={"model": "x", "judge": "j"}, judge_sees_system=False, judge_temperature=0.0,
+        runs=1, bench="b.jsonl", settings={}, records=str(tmp_path / f"{name}.records.jsonl"),
+        plot=str(tmp_path / f"{name}.png"), metrics=rubric_metrics([[[4, 5, None, 3]], [[2, 2, 2, 2]]], ["a", "b"], 20))
+
+
+def test_multifaceted_results_have_one_schema_read_by_the_report(tmp_path, capsys):
+    from aloe.system_messages.results import read_result, write_result
+
+    path = tmp_path / "m.json"
+    write_result(path, multifaceted_result(tmp_path))
+    assert read_result(path).metrics.by_source["b"].score == 2.0 and read_result(path).benchmark == "multifaceted"
+    assert run_script("evaluation/report.py", path, path, "--output", tmp_path / "report.md") == 0
+    assert "| a | b | parse rate |" in capsys.readouterr().out
+    data = json.loads(path.read_text())
+    cases = {
+        "cut.json": path.read_text()[:200],  # a file cut short
+        "incomplete.json": json.dumps({**data, "metrics": {k: v for k, v in data["metrics"].items() if k != "score"}}),
+        "untagged.json": json.dumps({k: v for k, v in data.items() if k != "benchmark"}),
+    }
+    expected = {"cut.json": "not valid JSON", "incomplete.json": "multifaceted.metrics.score: Field required",
+                "untagged.json": "not an ALOE result nor a Multifaceted one"}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        assert run_script("evaluation/report.py", tmp_path / name, "--output", tmp_path / "report.md") == 1
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: {tmp_path / name}: ") and expected[name] in line
+    with pytest.raises(AloeError, match=r"incomplete.json: metrics.score: Field required \(not a Multifaceted result"):
+        read_result(tmp_path / "incomplete.json")
 
 
 @pytest.mark.parametrize("change, field", [

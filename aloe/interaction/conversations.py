@@ -28,7 +28,7 @@ from aloe.errors import AloeError
 from aloe.interaction.personas import PersonaPair
 from aloe.interaction.simulation import USER_SIMULATOR_PROMPTS, user_turns
 from aloe.judges import Verdict
-from aloe.jsonl import JsonlWriter, existing_ids, read_records, rewrite_jsonl, write_json
+from aloe.jsonl import existing_ids, read_records, rewrite_jsonl, write_json
 from aloe.judges.preference import (
     ON_TIE_RULES, PreferenceItem, PreferenceJudge, branch_of, combine, judge_messages, judged_order, paired_replies,
 )
@@ -345,8 +345,7 @@ class GenerationReport:
 
 def generate_conversations(run: RunFiles, pairs: Sequence[PersonaPair], settings: GenerationSettings,
                            load_generator: Callable[[], ConversationGenerator], judge_spec: str,
-                           provenance_of: Callable[[ConversationGenerator], dict], overwrite: bool = False
-                           ) -> GenerationReport:
+                           provenance_of: Callable[[ConversationGenerator], dict]) -> GenerationReport:
     """Generate `pairs` into `run`'s files, resuming what is there.
 
     Finished conversations are appended to the main file as they finish and failures to the failures
@@ -355,8 +354,6 @@ def generate_conversations(run: RunFiles, pairs: Sequence[PersonaPair], settings
     when a model call is needed.
     """
     output = run.main
-    if overwrite and output.exists():
-        output.unlink()
     # Read once: the finished ids are what resuming skips, the records what re-judging looks at.
     stored = read_records(output, Conversation, allow_empty=True, unique_ids=True) if output.exists() else []
     done = {conversation.id for conversation in stored}
@@ -390,29 +387,21 @@ def generate_conversations(run: RunFiles, pairs: Sequence[PersonaPair], settings
 
 def _generate_pending(generator: ConversationGenerator, pending: Sequence[PersonaPair], group_size: int,
                       run: RunFiles, report: GenerationReport) -> None:
-    try:
-        with JsonlWriter(run.main) as writer, JsonlWriter(run.failures, overwrite=True) as failures:
+    with run.writers("conversations", lambda: report.written) as (writer, failures):
 
-            def finish(conversation: Conversation) -> None:
-                writer.write(conversation)
-                report.written += 1
+        def finish(conversation: Conversation) -> None:
+            writer.write(conversation)
+            report.written += 1
 
-            def fail(pair: PersonaPair, turn_index: int, reason: str) -> None:
-                failures.write({"id": pair.id, "profile_id": pair.profile.id, "personality_id": pair.personality.id,
-                                "turn": turn_index + 1, "reason": reason,
-                                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-                report.failed += 1
-                report.first_failure = report.first_failure or reason
+        def fail(pair: PersonaPair, turn_index: int, reason: str) -> None:
+            failures.write({"id": pair.id, "profile_id": pair.profile.id, "personality_id": pair.personality.id,
+                            "turn": turn_index + 1, "reason": reason,
+                            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+            report.failed += 1
+            report.first_failure = report.first_failure or reason
 
-            def progress(start: int, end: int) -> None:
-                log.info("group %d-%d done: %d written, %d failed so far", start + 1, end, report.written,
-                         report.failed)
+        def progress(start: int, end: int) -> None:
+            log.info("group %d-%d done: %d written, %d failed so far", start + 1, end, report.written,
+                     report.failed)
 
-            try:
-                generator.run(pending, finish, fail, group_size=group_size, on_group=progress)
-            except AloeError as exc:
-                raise AloeError(f"{exc} ({report.written} finished conversations are saved in {run.main}; "
-                                "re-run the same command to resume)") from None
-    finally:
-        if run.failures.exists() and run.failures.stat().st_size == 0:
-            run.failures.unlink()  # no failures this run (or it was interrupted before any)
+        generator.run(pending, finish, fail, group_size=group_size, on_group=progress)

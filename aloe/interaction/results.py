@@ -127,8 +127,7 @@ def local_dtype(choice: str, specs) -> str | None:
 
 
 def evaluate(run: RunFiles, pairs: Sequence[PersonaPair], identity: dict, settings: dict,
-             load_models: Callable[[], Roles], params: Roles, stage: EvaluationSettings,
-             overwrite: bool = False) -> AloeResult:
+             load_models: Callable[[], Roles], params: Roles, stage: EvaluationSettings) -> AloeResult:
     """Evaluate `pairs` into `run`'s files: resume what is there (refusing a run of other settings),
     ask the judge again about the turns left unscored, evaluate the rest, and write the result.
 
@@ -136,10 +135,7 @@ def evaluate(run: RunFiles, pairs: Sequence[PersonaPair], identity: dict, settin
     """
     run_hash = settings_hash(identity)
     records_path = run.beside("records.jsonl")
-    if overwrite:
-        for path in (run.main, records_path, run.beside("png")):
-            path.unlink(missing_ok=True)
-    elif run.main.exists():
+    if run.main.exists():  # --overwrite has cleared it already (RunFiles.open)
         existing = read_result(run.main)
         if existing.settings_hash != run_hash:
             raise AloeError(f"{run.main} holds a result of other settings "
@@ -186,7 +182,7 @@ def evaluate(run: RunFiles, pairs: Sequence[PersonaPair], identity: dict, settin
     return write_result(run, settings, identity, [records[pair.id] for pair in pairs], described)
 
 
-def merge_results(run: RunFiles, overwrite: bool = False) -> tuple[AloeResult, str]:
+def merge_results(run: RunFiles) -> tuple[AloeResult, str]:
     """Join the finished shard results of `run`'s output into one result, metrics recomputed over all
     conversations; returns it with a note for the summary line."""
     shard_runs = run.complete_shards()
@@ -195,7 +191,7 @@ def merge_results(run: RunFiles, overwrite: bool = False) -> tuple[AloeResult, s
     if odd:
         raise AloeError(f"the shard results in {run.folder} were run with different settings "
                         f"({settings_differences(shards[0].identity, odd[0].identity)}); re-run the odd shard")
-    if run.main.exists() and not overwrite:
+    if run.main.exists():
         existing = read_result(run.main)
         if existing.settings_hash != shards[0].settings_hash:
             raise AloeError(f"{run.main} holds a result with other settings "

@@ -18,7 +18,6 @@ from aloe.judges import JudgeAttempt, JudgedScore, rubric
 from aloe.lockstep import generate
 from aloe.metrics import rubric_metrics
 from aloe.models.base import ChatModel, SamplingParams
-from aloe.plots import pyplot, save_figure
 from aloe.records import Record
 from aloe.responses import ResponseRequest, condition_messages
 from aloe.system_messages.records import BenchItem
@@ -81,56 +80,3 @@ def _add(results, ask, verdict) -> None:
 def metrics(records: Sequence[BenchRecord], samples: int = 1000, seed: int = 0) -> dict:
     return rubric_metrics([record.scores() for record in records], [record.source for record in records],
                           samples, seed)
-
-
-# ---------------------------------------------------------------- comparing results
-
-
-def _with_ci(value, interval) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.2f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
-
-
-def results_table(results: Sequence[dict]) -> str:
-    """Several models' results as Markdown: score with its interval, spread over runs, per-source scores."""
-    sources = sorted({source for result in results for source in result["metrics"]["by_source"]})
-    columns = ["model", "items", "runs", "score", "run spread (sd)", *sources, "parse rate"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for result in results:
-        m = result["metrics"]
-        per_source = [m["by_source"].get(source, {}).get("score") for source in sources]
-        cells = [result["name"], str(m["items"]), str(m["runs"]), _with_ci(m["score"], m["score_ci"]),
-                 "n/a" if m["run_std"] is None else f"{m['run_std']:.2f}",
-                 *("n/a" if value is None else f"{value:.2f}" for value in per_source),
-                 "n/a" if m["parse_rate"] is None else f"{m['parse_rate']:.0%} ({m['parsed']}/{m['parsed'] + m['unparsed']})"]
-        lines.append("| " + " | ".join(cells) + " |")
-    judges = sorted({f"judge {r['models']['judge']}, sees system message: {r['judge_sees_system']}" for r in results})
-    note = (f"Judge: {judges[0]}." if len(judges) == 1 else
-            f"Warning: the results used different judges or judge settings ({'; '.join(judges)}), so they do not compare.")
-    return "\n".join(lines) + "\n\n" + note + "\nScores 1-5: mean over items of the mean of 4 rubric scores; " \
-        "brackets: 95% bootstrap intervals over items.\n"
-
-
-def plot_results(results: Sequence[dict], path) -> None:
-    """Grouped bars: the overall score and each source's, one bar per model, with the overall interval."""
-    plt = pyplot()
-    sources = sorted({source for result in results for source in result["metrics"]["by_source"]})
-    groups = ["overall", *sources]
-    figure, axes = plt.subplots(figsize=(1.2 + 1.1 * len(groups) * max(1, len(results)) / 2, 3.6))
-    width = 0.8 / max(1, len(results))
-    for n, result in enumerate(results):
-        m = result["metrics"]
-        values = [m["score"], *(m["by_source"].get(source, {}).get("score") for source in sources)]
-        xs = [g + n * width for g in range(len(groups))]
-        axes.bar(xs, [v or 0 for v in values], width, label=result["name"])
-        if m["score"] is not None and m["score_ci"]:
-            axes.errorbar(xs[0], m["score"], yerr=[[m["score"] - m["score_ci"][0]], [m["score_ci"][1] - m["score"]]],
-                          color="black", capsize=3)
-    axes.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], groups, rotation=30, ha="right")
-    axes.set_ylim(0, 5)
-    axes.set_ylabel("rubric score (1-5)")
-    axes.set_title("Multifaceted benchmark")
-    axes.legend(fontsize=7)
-    figure.tight_layout()
-    save_figure(figure, path)

@@ -19,14 +19,20 @@ sample indices; a row is only handed on once every step has succeeded.
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from aloe.lockstep import Check, Outcome, generate_checked
+from aloe.jsonl import existing_ids, iter_records, write_json
+from aloe.lockstep import Check, ItemState, Outcome, generate_checked, run_lockstep
 from aloe.messages import Message
 from aloe.models.base import ChatModel, SamplingParams
 from aloe.prompts import render
+from aloe.records import Record
+from aloe.runs import RunFiles
 from aloe.system_messages.records import DIMENSIONS, Instruction, Preference, SystemMessageRow
 
 PROMPTS = tuple(f"sysmsg_{name}" for name in
@@ -43,6 +49,8 @@ DIMENSION_GUIDE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "harmlessness": ("harmlessness", "how the answer stays safe, accurate and respectful",
                      ("safety", "accuracy", "sensitivity", "trustworthiness", "morality")),
 }
+log = logging.getLogger("generate_system_messages")
+
 KNOWN_ASPECTS = tuple(aspect for _, _, aspects in DIMENSION_GUIDE.values() for aspect in aspects)
 STEPS = ("subdimension", "preference", "description", "system", "output")
 
@@ -55,6 +63,7 @@ class GenerationSettings:
     # (recorded in the row's raw texts), so small models get through; off: such a row fails.
     subdimension_fallback: bool = True
     system_tokens: int = 256  # a system message; the gold answer follows the run's max_new_tokens
+    group_size: int = 64  # instructions run together through the five steps; rows are written per group
     # Tokens of the field steps: short on purpose, so small models stay on task.
     field_tokens: tuple[tuple[str, int], ...] = (("subdimension", 16), ("preference", 32), ("description", 96))
 
@@ -240,16 +249,23 @@ class SystemMessageGenerator:
 
     def run(self, states: Sequence[RowState]) -> None:
         """Fill every state's fields; a state that cannot be finished gets `failure` set."""
-        per_dimension = [(state, dimension) for state in states for dimension in DIMENSIONS]
-        self._subdimensions(states, per_dimension)
-        self._step("preference", [(s, f"preference:{d}", preference_messages(s, d)) for s, d in per_dimension
-                                  if not s.failure], lambda text: parse_phrase(text, 20))
-        self._step("description", [(s, f"description:{d}", description_messages(s, d)) for s, d in per_dimension
-                                   if not s.failure], parse_description)
-        # A system message cut at the token limit keeps its whole sentences (parse_system_message).
-        self._step("system", [(s, "system", system_message_messages(s)) for s in states if not s.failure],
-                   parse_system_message)
-        self._step("output", [(s, "output", answer_messages(s)) for s in states if not s.failure], parse_answer)
+        for step in STEPS:
+            self.run_step(step, states)
+
+    def run_step(self, step: str, states: Sequence[RowState]) -> None:
+        """One of the five steps (STEPS) for the states that have not failed, as one checked batch."""
+        live = [state for state in states if not state.failure]
+        if step == "subdimension":
+            self._subdimensions(live)
+        elif step in ("preference", "description"):
+            build, parse = ((preference_messages, lambda text: parse_phrase(text, 20)) if step == "preference"
+                            else (description_messages, parse_description))
+            self._step(step, [(s, f"{step}:{d}", build(s, d)) for s in live for d in DIMENSIONS], parse)
+        elif step == "system":
+            # A system message cut at the token limit keeps its whole sentences (parse_system_message).
+            self._step(step, [(s, "system", system_message_messages(s)) for s in live], parse_system_message)
+        else:
+            self._step(step, [(s, "output", answer_messages(s)) for s in live], parse_answer)
 
     def _params(self, step: str) -> SamplingParams:
         return self.params.replace(max_new_tokens=self.tokens[step]) if step in self.tokens else self.params
@@ -275,7 +291,7 @@ class SystemMessageGenerator:
     def _parse_subdimension(text: str):
         return parse_subdimension(text, KNOWN_ASPECTS)
 
-    def _subdimensions(self, states: Sequence[RowState], per_dimension: list[tuple[RowState, str]]) -> None:
+    def _subdimensions(self, states: Sequence[RowState]) -> None:
         """Like `_step`, plus: sibling sets of one instruction take different subdimensions of a dimension.
 
         One checked batch per attempt, so a subdimension a sibling already took is re-sampled like a
@@ -284,7 +300,7 @@ class SystemMessageGenerator:
         siblings: dict[str, list[RowState]] = {}
         for state in states:
             siblings.setdefault(state.instruction.id, []).append(state)
-        pending = [(s, f"subdimension:{d}", subdimension_messages(s, d)) for s, d in per_dimension]
+        pending = [(s, f"subdimension:{d}", subdimension_messages(s, d)) for s in states for d in DIMENSIONS]
         reasons: dict[tuple[int, str], str] = {}
         for attempt in range(self.settings.max_attempts):
             outcomes = generate_checked(self.model, [messages for _, _, messages in pending],
@@ -318,3 +334,87 @@ class SystemMessageGenerator:
             self._fail(state, "subdimension", key,
                        f"{reasons[(id(state), key)].removesuffix(' after 1 attempts')} "
                        f"(after {self.settings.max_attempts} attempts)")
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@dataclass
+class GenerationReport:
+    """What one run of the stage did, for its one-line summary."""
+
+    rows: int  # rows this run covers (instructions x sets)
+    already: int  # rows already in the output
+    written: int = 0
+    failed: int = 0
+    first_failure: str = ""
+
+
+class _Failure(Record):
+    id: str
+    next_sample: int = 0
+
+
+def next_first_sample(failures: Path) -> int:
+    """Where the last run's failed rows stopped drawing samples: a retry draws new ones (the cache replays old ones)."""
+    if not failures.exists():
+        return 0
+    return max((record.next_sample for record in iter_records(failures, _Failure)), default=0)
+
+
+def generate_rows(run: RunFiles, instructions: Sequence[Instruction], settings: GenerationSettings,
+                  params: SamplingParams, load_model: Callable[[], ChatModel],
+                  provenance_of: Callable[[ChatModel], dict]) -> GenerationReport:
+    """Generate every instruction's `settings.sets` rows into `run`'s files, resuming what is there.
+
+    Finished rows are appended to the main file group by group; a row that failed goes to the failures
+    file (rewritten each run) with its raw texts, and the next run retries it with samples it has not
+    drawn. `load_model` is called only when a row is left to generate.
+    """
+    done = existing_ids(run.main)
+    first_sample = next_first_sample(run.failures)
+    missing = {instruction.id: sum(row_id(instruction, s) not in done for s in range(settings.sets))
+               for instruction in instructions}
+    report = GenerationReport(rows=settings.sets * len(instructions),
+                              already=settings.sets * len(instructions) - sum(missing.values()))
+    pending = [instruction for instruction in instructions if missing[instruction.id]]
+    log.info("%d rows: %d already in %s, the rest from sample %d on", report.rows, report.already, run.main,
+             first_sample)
+    if not pending:
+        return report
+    model = load_model()
+    generator = SystemMessageGenerator(model, params, settings, first_sample)
+    write_json(run.provenance, provenance_of(model))
+    with run.writers("rows", lambda: report.written) as (writer, failures):
+
+        def fail(row: RowState, step: str, reason: str) -> None:
+            failures.write({"id": row.id, "instruction_id": row.instruction.id, "set_index": row.set_index,
+                            "step": step, "reason": reason, "next_sample": first_sample + settings.max_attempts,
+                            "fields": row.fields, "raw": row.raw,
+                            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+            report.failed += 1
+            report.first_failure = report.first_failure or f"{row.id}: {reason}"
+
+        def finish(state: ItemState[list[RowState]]) -> None:
+            for row in state.item:
+                if row.failure is None:
+                    writer.write(row.row())
+                    report.written += 1
+                else:
+                    fail(row, row.failed_step, row.failure)
+
+        def fail_all(state: ItemState[list[RowState]], step: int, reason: str) -> None:
+            for row in state.item:  # a model call failed for good: nothing of this group was written
+                fail(row, STEPS[step], reason)
+
+        def advance(active: list[ItemState[list[RowState]]], step: int) -> None:
+            generator.run_step(STEPS[step], [row for state in active for row in state.item])
+
+        def progress(start: int, end: int) -> None:
+            log.info("instructions %d-%d done: %d rows written, %d failed so far", start + 1, end,
+                     report.written, report.failed)
+
+        # One item per instruction, so sibling sets always share a group (their subdimensions differ).
+        run_lockstep([generator.states([instruction], done) for instruction in pending], len(STEPS), advance,
+                     finish, fail_all, group_size=settings.group_size, on_group=progress)
+    return report
