@@ -129,10 +129,11 @@ def _convert(action: argparse.Action, value: Any, where: str) -> Any:
     return value
 
 
-def add_model_args(parser: argparse.ArgumentParser, roles: Sequence[str] = (), default: str = "embedded") -> None:
+def add_model_args(parser: argparse.ArgumentParser, roles: Sequence[str] = (), default: str = "embedded",
+                   model_help: str = "model spec for every role") -> None:
     """--model plus one --<role>-model flag per role, each defaulting to --model."""
     group = parser.add_argument_group("models (spec: embedded, hf:<id-or-path>, a path, an alias, openai:/anthropic:/cohere:<model>)")
-    group.add_argument("--model", default=default, help=f"model spec for every role (default: {default})")
+    group.add_argument("--model", default=default, help=f"{model_help} (default: {default})")
     for role in roles:
         group.add_argument(f"--{role}-model", default=None, help=f"model spec for the {role} role (default: --model)")
     group.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (default: $OPENAI_BASE_URL)")
@@ -186,6 +187,25 @@ def model_pool(args: argparse.Namespace, output: str | Path) -> ModelPool:
     if not args.no_cache:
         pool.cache = ResponseCache(args.cache or Path(output).parent / "responses.sqlite")
     return pool
+
+
+OVERWRITE_HELP = "start the output over instead of resuming"
+
+
+def add_run_args(parser, work: str, *, output: str | None = None, output_help: str | None = None,
+                 required: bool = False, group_size: int | None = None, group_help: str | None = None,
+                 shard_help: str | None = None, overwrite_help: str = OVERWRITE_HELP) -> None:
+    """The flags of a resumable, shardable stage: --group-size (when it has one), --shard, --output, --overwrite.
+
+    `work` names what the stage splits over shards ("pair", "prompt"); `output` is --output's default.
+    """
+    if group_size is not None:
+        parser.add_argument("--group-size", type=positive_int, default=group_size, help=group_help)
+    parser.add_argument("--shard", type=shard_arg, default=None,
+                        help=shard_help or f"i/n: only every n-th {work} starting at i, into <output stem>.shard-i-of-n"
+                                           "<output suffix>")
+    parser.add_argument("--output", default=output, required=required, help=output_help)
+    parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
 
 
 def positive_int(text: str) -> int:

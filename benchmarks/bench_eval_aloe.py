@@ -15,6 +15,8 @@ since each turn's prompts grow with the history. Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import platform
 import sys
@@ -63,7 +65,10 @@ def main(argv=None) -> int:
     parser.add_argument("--target-turns", type=int, default=10, help="extrapolate both sides to this many turns")
     parser.add_argument("--batch-size", type=int, default=50,
                         help="prompts per generate call on the batched side (default: the 100 conversations in two)")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="one token cap for every role's replies (default: eval_aloe.py's, per role)")
     add_dtype_arg(parser)
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
     from aloe.interaction.evaluation import AloeEvaluation, EvaluationSettings
@@ -76,6 +81,9 @@ def main(argv=None) -> int:
                           load_pool(os.path.join(datasets, "personalities.jsonl")))[:args.conversations]
     model = load_model(args.model, ModelOptions(batch_size=args.batch_size, dtype=args.dtype))
     stage = EvaluationSettings()  # eval_aloe.py's defaults
+    if args.max_new_tokens:
+        stage = dataclasses.replace(stage, max_new_tokens=args.max_new_tokens, user_max_new_tokens=args.max_new_tokens,
+                                    judge_max_new_tokens=args.max_new_tokens)
     params = stage.role_params(SamplingParams(max_new_tokens=stage.max_new_tokens))
     model.generate([[{"role": "user", "content": "hi"}]], params.judge.replace(max_new_tokens=4))  # warm-up
 
@@ -122,6 +130,17 @@ def main(argv=None) -> int:
     print()
     print(f"per-turn seconds, batched: {', '.join(f'{t:.0f}' for t in batched_turns)}; "
           f"one at a time (scaled): {', '.join(f'{t * scale:.0f}' for t in sequential_turns)}")
+    if args.json:
+        figures = {"model": args.model, "device": model.device if hasattr(model, "device") else "api",
+                   "conversations": len(pairs), "turns": args.turns, "batch_size": args.batch_size,
+                   "max_new_tokens": params.model.max_new_tokens,
+                   "batched": {"wall_s": batched_s, "turns_done": batched_done, "per_turn_s": batched_turns},
+                   "one_at_a_time": {"conversations_timed": len(subset), "wall_s": sequential_s,
+                                     "wall_s_scaled": sequential_full, "turns_done": sequential_done},
+                   "speedup": sequential_full / batched_s,
+                   f"speedup_at_{args.target_turns}_turns": sequential_target / batched_target}
+        with open(args.json, "w", encoding="utf-8") as handle:  # benchmarks/gpu_check.py collects it
+            json.dump(figures, handle, indent=2)
     return 0
 
 

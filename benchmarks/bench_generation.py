@@ -10,6 +10,7 @@ the one-at-a-time wall time over the batched wall time for the same work. Prints
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
@@ -61,6 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 is faster on a busy shared machine)")
     parser.add_argument("--skip-sequential", action="store_true", help="only time the batched run")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
     import torch
@@ -110,6 +112,19 @@ def main(argv=None) -> int:
         print()
         print(f"speed-up (one-at-a-time wall / batched wall): **{single_s / batched_s:.1f}x**; "
               f"identical greedy replies: {same}/{len(batch)}")
+    if args.json:
+        figures = {"model": args.model, "device": device, "dtype": str(getattr(model, "model", model).dtype),
+                   "prompts": args.prompts,
+                   "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
+        for name, _, seconds, replies in rows:
+            key = "batched" if name == "batched" else "one_at_a_time"
+            tokens = sum(reply.completion_tokens for reply in replies)
+            figures[key] = {"wall_s": seconds, "new_tokens": tokens, "tokens_per_s": tokens / seconds}
+        if not args.skip_sequential:
+            figures["speedup"] = single_s / batched_s
+            figures["identical_replies"] = same
+        with open(args.json, "w", encoding="utf-8") as handle:  # benchmarks/gpu_check.py collects it
+            json.dump(figures, handle, indent=2)
     return 0
 
 

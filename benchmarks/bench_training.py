@@ -49,12 +49,22 @@ def synthetic_conversations(count: int, turns: int = 10) -> list[dict]:
     return records
 
 
+def training_dtype():
+    """What `--dtype auto` trains in here (bf16 on GPUs that have it, else fp32): both sides use it."""
+    from aloe.models.local import resolve_dtype
+
+    return resolve_dtype("auto", training=True)
+
+
 def trl_settings(args, output: str, packing: bool, method: str) -> dict:
+    import torch
+
+    cuda = torch.cuda.is_available()
     settings = dict(output_dir=output, per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
                     learning_rate=1e-4, max_steps=args.steps, lr_scheduler_type="cosine", warmup_steps=0.1,
-                    seed=0, bf16=False, fp16=False, gradient_checkpointing=False, max_length=args.max_length,
-                    logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
-                    dataloader_pin_memory=False, use_cpu=True)
+                    seed=0, bf16=training_dtype() == torch.bfloat16, fp16=False, gradient_checkpointing=False,
+                    max_length=args.max_length, logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
+                    dataloader_pin_memory=cuda, use_cpu=not cuda)
     if method == "sft":
         settings.update(completion_only_loss=True, packing=packing, packing_strategy="bfd")
     return settings
@@ -100,7 +110,7 @@ def run_bare_trl(args, conversations: Path, output: Path) -> dict:
             history.append({"role": "assistant", "content": turn["assistant"][turn.get("chosen") or "preferred"]})
     path = local_path(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=training_dtype())
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=SFTConfig(**trl_settings(args, str(output), False, "sft")),
                          train_dataset=Dataset.from_list(examples), processing_class=tokenizer, peft_config=lora)
@@ -118,6 +128,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-length", type=int, default=384)
     parser.add_argument("--repeats", type=int, default=2, help="ours/bare pairs, alternated; the fastest counts")
     parser.add_argument("--overhead-only", action="store_true", help="skip the packing and DPO runs")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
     import torch
@@ -171,6 +182,14 @@ def main(argv=None) -> int:
     print(f"median of each, wall: {median_ours:.1f} s vs {median_bare:.1f} s ({100 * (median_ours / median_bare - 1):+.1f}%)")
     print("every run, wall (s): ours " + ", ".join(f"{row['wall']:.1f}" for row in ours)
           + "; bare " + ", ".join(f"{row['wall']:.1f}" for row in bare))
+    if args.json:
+        figures = {"model": args.model, "device": device, "dtype": str(training_dtype()), "steps": args.steps,
+                   "batch_size": args.batch_size, "max_length": args.max_length,
+                   "sft": unpacked, "bare_trl_sft": best_bare, "overhead": best_ours["wall"] / best_bare["wall"] - 1}
+        if not args.overhead_only:
+            figures.update(sft_packed=packed, dpo=dpo, packing_speedup=packed["tokens_per_s"] / unpacked["tokens_per_s"])
+        with open(args.json, "w", encoding="utf-8") as handle:  # benchmarks/gpu_check.py collects it
+            json.dump(figures, handle, indent=2)
     return 0
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 
-from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params, shard_arg, take_shard
+from aloe.cli import ArgumentParser, add_model_args, add_run_args, cli_main, model_pool, positive_int, role_spec, sampling_params, take_shard
 from aloe.errors import AloeError
 from aloe.interaction.conversations import (
     CONTINUE_RULES, PROMPTS, ROLES, ConversationGenerator, GenerationSettings, generate_conversations,
@@ -43,12 +43,8 @@ def build_parser() -> ArgumentParser:
                         help="the preference judge's temperature (default: greedy; the other roles use --temperature)")
     parser.add_argument("--max-attempts", type=positive_int, default=DEFAULTS.max_attempts,
                         help="samples per step before an empty message fails a conversation or a verdict stays unparsed")
-    parser.add_argument("--group-size", type=positive_int, default=DEFAULTS.group_size,
-                        help="conversations advanced together in lockstep; each group is written when it finishes")
-    parser.add_argument("--shard", type=shard_arg, default=None,
-                        help="i/n: generate only every n-th pair starting at i, into <output>.shard-i-of-n.jsonl")
-    parser.add_argument("--output", default="runs/conversations/conversations.jsonl")
-    parser.add_argument("--overwrite", action="store_true", help="start the output over instead of resuming")
+    add_run_args(parser, "pair", output="runs/conversations/conversations.jsonl", group_size=DEFAULTS.group_size,
+                 group_help="conversations advanced together in lockstep; each group is written when it finishes")
     add_model_args(parser, roles=ROLES)
     return parser
 

@@ -15,7 +15,7 @@ import sys
 import time
 
 from aloe.cli import (
-    ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params, shard_arg,
+    ArgumentParser, add_model_args, add_run_args, cli_main, model_pool, positive_int, sampling_params,
     take_shard,
 )
 from aloe.errors import AloeError
@@ -39,12 +39,8 @@ def build_parser() -> ArgumentParser:
                              "first example aspect no sibling took (recorded under raw.fallback)")
     parser.add_argument("--system-max-new-tokens", type=positive_int, default=GenerationSettings.system_tokens,
                         help="token limit of a system message (released ones: about 150-300 tokens)")
-    parser.add_argument("--group-size", type=positive_int, default=GenerationSettings.group_size,
-                        help="instructions run together through the five steps; rows are written per group")
-    parser.add_argument("--shard", type=shard_arg, default=None,
-                        help="i/n: only every n-th instruction starting at i, into <output>.shard-i-of-n.jsonl")
-    parser.add_argument("--output", default="runs/system_messages/rows.jsonl")
-    parser.add_argument("--overwrite", action="store_true", help="start the output over instead of resuming")
+    add_run_args(parser, "instruction", output="runs/system_messages/rows.jsonl", group_size=GenerationSettings.group_size,
+                 group_help="instructions run together through the five steps; rows are written per group")
     add_model_args(parser)
     parser.set_defaults(max_new_tokens=256)
     return parser

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, add_model_args, add_raw_text_arg, cli_main, model_pool, positive_int, shard_arg, take_shard
+from aloe.cli import ArgumentParser, add_model_args, add_raw_text_arg, add_run_args, cli_main, model_pool, positive_int, take_shard
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, rewrite_jsonl, write_json
 from aloe.models import resolve_spec
@@ -52,11 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-attempts", type=positive_int, default=DEFAULTS.max_attempts,
                         help="asks per persona: the greedy one, then re-samples of unusable answers")
     parser.add_argument("--resample-temperature", type=float, default=DEFAULTS.resample_temperature)
-    parser.add_argument("--group-size", type=positive_int, default=64,
-                        help="pairs per round (2 asks each, one batch); finished rounds are written at once")
-    parser.add_argument("--shard", type=shard_arg, default=None, help="i/n: every n-th pair starting at i")
-    parser.add_argument("--output", required=True, help="pairs with personas (JSONL)")
-    parser.add_argument("--overwrite", action="store_true", help="start the output anew instead of resuming")
+    add_run_args(parser, "pair", required=True, output_help="pairs with personas (JSONL)", group_size=64,
+                 group_help="pairs per round (2 asks each, one batch); finished rounds are written at once")
     return parser
 
 

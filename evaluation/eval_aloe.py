@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from aloe.cli import (
-    ArgumentParser, add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params, shard_arg,
+    ArgumentParser, add_model_args, add_run_args, cli_main, model_pool, positive_int, role_spec, sampling_params,
     take_shard,
 )
 from aloe.errors import AloeError
@@ -33,7 +33,8 @@ DEFAULTS = EvaluationSettings()
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
-    add_model_args(parser)
+    add_model_args(parser, model_help="the model under test; the user simulator and the judge are --user-model and "
+                                      "--judge-model")
     parser.set_defaults(max_new_tokens=DEFAULTS.max_new_tokens)
     group = parser.add_argument_group("evaluation")
     helper = f"(default: {DEFAULTS.helper_model}; paper: openai:gpt-4o-mini)"
@@ -57,16 +58,13 @@ def build_parser() -> ArgumentParser:
     group.add_argument("--judge-max-new-tokens", type=positive_int, default=DEFAULTS.judge_max_new_tokens)
     group.add_argument("--max-attempts", type=positive_int, default=DEFAULTS.max_attempts,
                        help="samples of the user simulator before an empty message ends a conversation")
-    group.add_argument("--group-size", type=positive_int, default=DEFAULTS.group_size,
-                       help="conversations advanced together in lockstep; records are written per finished group")
     group.add_argument("--bootstrap", type=int, default=DEFAULTS.bootstrap, help="bootstrap samples for the 95%% intervals")
-    group.add_argument("--shard", type=shard_arg, default=None,
-                       help="i/n: evaluate every n-th pair starting at i into <output stem>.shard-i-of-n.*")
     group.add_argument("--merge", action="store_true",
                        help="join the finished shard results beside --output into one result and stop")
-    group.add_argument("--output", default=None, help="result JSON (default: results/aloe/<model>.json)")
-    group.add_argument("--overwrite", action="store_true",
-                       help="replace an existing result (of any model or settings) instead of resuming it")
+    add_run_args(group, "pair", output_help="result JSON (default: results/aloe/<model>.json)",
+                 group_size=DEFAULTS.group_size,
+                 group_help="conversations advanced together in lockstep; records are written per finished group",
+                 overwrite_help="replace an existing result (of any model or settings) instead of resuming it")
     return parser
 
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from aloe.cli import (
-    ArgumentParser, add_model_args, add_raw_text_arg, cli_main, model_pool, positive_int, sampling_params, shard_arg,
+    ArgumentParser, add_model_args, add_raw_text_arg, add_run_args, cli_main, model_pool, positive_int, sampling_params,
     take_shard,
 )
 from aloe.errors import AloeError
@@ -61,10 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="pairs the exemplars come from (default: --train-pairs)")
     tailoring.add_argument("--few-shot-seed", type=int, default=0, help="seed of the exemplars' fixed order")
     source.add_argument("--limit", type=positive_int, default=None, help="only the first N prompts")
-    parser.add_argument("--group-size", type=positive_int, default=64, help="prompts per backend call")
-    parser.add_argument("--shard", type=shard_arg, default=None, help="i/n: every n-th prompt starting at i")
-    parser.add_argument("--output", default=None, help="responses JSONL (default: runs/responses/<model>.jsonl)")
-    parser.add_argument("--overwrite", action="store_true", help="start the output anew instead of resuming")
+    add_run_args(parser, "prompt", output_help="responses JSONL (default: runs/responses/<model>.jsonl)", group_size=64,
+                 group_help="prompts per backend call")
     return parser
 
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from aloe.cli import (
-    ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params, shard_arg,
+    ArgumentParser, add_model_args, add_run_args, cli_main, model_pool, positive_int, sampling_params,
 )
 from aloe.errors import AloeError
 from aloe.interaction.personas import KINDS, GrowthSettings, grow_pool, load_pool
@@ -35,7 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seed pool (Persona JSONL or bare JSON strings; default: datasets/seed_<kind>s.jsonl)")
     parser.add_argument("--target", type=positive_int, required=True,
                         help="pool size to reach, seeds included (paper: 331 profiles, 71 personalities)")
-    parser.add_argument("--output", default=None, help="pool file to write (default: runs/personas/<kind>s.jsonl)")
     parser.add_argument("--examples-per-prompt", type=positive_int, default=DEFAULTS.examples_per_prompt,
                         help="pool personas shown in each request (paper: 5)")
     parser.add_argument("--per-request", type=positive_int, default=DEFAULTS.per_request, help="new personas asked for per request (paper: 20)")
@@ -50,10 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sentence embedder: 'embedded' (all-MiniLM-L6-v2 from its wheel) or a sentence-transformers path")
     parser.add_argument("--min-words", type=positive_int, default=None, help="drop shorter candidates (default: per kind)")
     parser.add_argument("--max-words", type=positive_int, default=None, help="drop longer candidates (default: per kind)")
-    parser.add_argument("--shard", type=shard_arg, default=None,
-                        help="i/n: worker i of n grows its own pool into <output>.shard-i-of-n.jsonl toward its share "
-                             "of the target; join them with persona_generation/merge_pools.py")
-    parser.add_argument("--overwrite", action="store_true", help="start the output over instead of resuming")
+    add_run_args(parser, "persona", output_help="pool file to write (default: runs/personas/<kind>s.jsonl)",
+                 shard_help="i/n: worker i of n grows its own pool into <output>.shard-i-of-n.jsonl toward its share "
+                            "of the target; join them with persona_generation/merge_pools.py")
     add_model_args(parser)
     parser.set_defaults(temperature=DEFAULTS.temperature, max_new_tokens=None)
     parser.description += (" (--max-new-tokens defaults to --per-request x 120 tokens for profiles, x 90 for "

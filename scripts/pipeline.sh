@@ -6,7 +6,9 @@
 #   MODEL=openai:gpt-4o-mini BASE_MODEL=qwen2 CONVERSATIONS=3000 TURNS=10 EVAL_LIMIT=100 EVAL_TURNS=10 \
 #       TRAIN_STEPS=-1 RUN=runs/paper bash scripts/pipeline.sh            # paper-scale (API + GPU)
 #
-# Every stage resumes: re-running after an interruption continues where it stopped.
+# Every stage resumes: re-running after an interruption continues where it stopped (generation from
+# the records and response cache already written, training from its last checkpoint, every
+# --save-steps steps; finished stages are skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +39,7 @@ $PY persona_generation/generate_personas.py --kind profile --model "$MODEL" --ta
 $PY persona_generation/generate_personas.py --kind personality --model "$MODEL" --target "$PERSONALITIES" \
     --output "$RUN/personalities.jsonl" $PERSONA_ARGS
 $PY persona_generation/pool_stats.py "$RUN/profiles.jsonl" "$RUN/personalities.jsonl" \
-    --plot "$RUN/pool_similarity.png" > "$RUN/pool_stats.json"
+    --output "$RUN/pool_stats.json" --plot "$RUN/pool_similarity.png"
 
 step "2/4 tree-structured conversations ($MODEL)"
 $PY data_generation/generate_conversations.py --model "$MODEL" \
@@ -47,10 +49,11 @@ $PY data_generation/dataset_stats.py "$RUN/conversations.jsonl" > /dev/null
 
 step "3/4 training $BASE_MODEL: SFT on preferred replies, then DPO"
 name=$($PY -c "import sys; from aloe.models import short_name; print(short_name(sys.argv[1]))" "$BASE_MODEL")
-$PY training/sft.py --model "$BASE_MODEL" --data preferred --conversations "$RUN/conversations.jsonl" \
-    --max-steps "$TRAIN_STEPS" $TRAIN_ARGS
-$PY training/dpo.py --model "$BASE_MODEL" --conversations "$RUN/conversations.jsonl" \
-    --max-steps "$TRAIN_STEPS" $TRAIN_ARGS
+# --resume-from-checkpoint: a killed training continues from its last checkpoint; a finished one is kept.
+$PY training/sft.py --model "$BASE_MODEL" --data preferred --train-data "$RUN/conversations.jsonl" \
+    --max-steps "$TRAIN_STEPS" --resume-from-checkpoint $TRAIN_ARGS
+$PY training/dpo.py --model "$BASE_MODEL" --train-data "$RUN/conversations.jsonl" \
+    --max-steps "$TRAIN_STEPS" --resume-from-checkpoint $TRAIN_ARGS
 
 step "4/4 ALOE benchmark: $BASE_MODEL vs ${name}_dpo (user simulator and judge: $MODEL)"
 for evaluated in "$BASE_MODEL" "${name}_dpo"; do

@@ -51,13 +51,13 @@ $PY data_generation/build_system_message_pairs.py --rows "$RUN/rows.jsonl" --out
 
 step "3/6 training $BASE_MODEL: SFT on the rows, DPO from SFT, ORPO from the base, a reward model"
 $PY training/sft.py --model "$BASE_MODEL" --train-data "$RUN/rows.jsonl" --output "${trained}_sft" \
-    --max-steps "$TRAIN_STEPS" $TRAIN_ARGS
+    --max-steps "$TRAIN_STEPS" --resume-from-checkpoint $TRAIN_ARGS
 $PY training/dpo.py --model "${trained}_sft" --train-data "$RUN/pairs.jsonl" --output "${trained}_dpo" \
-    --max-steps "$TRAIN_STEPS" $TRAIN_ARGS
+    --max-steps "$TRAIN_STEPS" --resume-from-checkpoint $TRAIN_ARGS
 $PY training/orpo.py --model "$BASE_MODEL" --train-data "$RUN/pairs.jsonl" --output "${trained}_orpo" \
-    --max-steps "$TRAIN_STEPS" $TRAIN_ARGS
+    --max-steps "$TRAIN_STEPS" --resume-from-checkpoint $TRAIN_ARGS
 $PY training/reward_model.py --model "$BASE_MODEL" --train-data "$RUN/pairs.jsonl" --eval-fraction 0.2 \
-    --output "${trained}_reward" --max-steps "$TRAIN_STEPS" $TRAIN_ARGS
+    --output "${trained}_reward" --max-steps "$TRAIN_STEPS" --resume-from-checkpoint $TRAIN_ARGS
 
 step "4/6 best-of-$N of $BASE_MODEL on the benchmark prompts, picked by the reward model"
 $PY evaluation/best_of_n.py --model "$BASE_MODEL" --reward-model "${trained}_reward" --n "$N" \

@@ -55,9 +55,9 @@ step "3/5 training $BASE_MODEL: SFT on the first half, DPO on the second, with p
 for variant in pt:chosen base:none; do
     name=${variant%%:*} persona=${variant#*:}
     $PY training/sft.py --model "$BASE_MODEL" --train-data "$RUN/train.personas.jsonl" --format pairs \
-        --persona "$persona" --half first --output "$RUN/models/${name}_sft" $TRAIN_ARGS $SFT_ARGS
+        --persona "$persona" --half first --output "$RUN/models/${name}_sft" --resume-from-checkpoint $TRAIN_ARGS $SFT_ARGS
     $PY training/dpo.py --model "$RUN/models/${name}_sft" --train-data "$RUN/train.personas.jsonl" --format pairs \
-        --persona "$persona" --half second --output "$RUN/models/${name}_dpo" $TRAIN_ARGS $DPO_ARGS
+        --persona "$persona" --half second --output "$RUN/models/${name}_dpo" --resume-from-checkpoint $TRAIN_ARGS $DPO_ARGS
 done
 
 step "4/5 responses for the test prompts under $PERSONA personas"
