@@ -23,9 +23,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from aloe.lockstep import Check, Outcome, generate_checked
+from aloe.lockstep import REQUEST_FAILED, Check, Outcome, generate_checked
 from aloe.messages import Message
 from aloe.models.base import ChatModel, SamplingParams
+from aloe.progress import Progress
 from aloe.prompts import render
 from aloe.system_messages.records import DIMENSIONS, Instruction, Preference, SystemMessageRow
 
@@ -239,17 +240,25 @@ class SystemMessageGenerator:
                 if row_id(instruction, s) not in skip]
 
     def run(self, states: Sequence[RowState]) -> None:
-        """Fill every state's fields; a state that cannot be finished gets `failure` set."""
+        """Fill every state's fields; a state that cannot be finished gets `failure` set (also when a
+        request of it failed after the backend's retries: the next run retries the row)."""
         per_dimension = [(state, dimension) for state in states for dimension in DIMENSIONS]
-        self._subdimensions(states, per_dimension)
-        self._step("preference", [(s, f"preference:{d}", preference_messages(s, d)) for s, d in per_dimension
-                                  if not s.failure], lambda text: parse_phrase(text, 20))
-        self._step("description", [(s, f"description:{d}", description_messages(s, d)) for s, d in per_dimension
-                                   if not s.failure], parse_description)
-        # A system message cut at the token limit keeps its whole sentences (parse_system_message).
-        self._step("system", [(s, "system", system_message_messages(s)) for s in states if not s.failure],
-                   parse_system_message)
-        self._step("output", [(s, "output", answer_messages(s)) for s in states if not s.failure], parse_answer)
+        with Progress(len(states) * len(STEPS), "rows", "row-steps", enabled=bool(states)) as progress:
+            self._subdimensions(states, per_dimension)
+            progress.update(len(states))
+            self._step("preference", [(s, f"preference:{d}", preference_messages(s, d)) for s, d in per_dimension
+                                      if not s.failure], lambda text: parse_phrase(text, 20))
+            progress.update(len(states))
+            self._step("description", [(s, f"description:{d}", description_messages(s, d))
+                                       for s, d in per_dimension if not s.failure], parse_description)
+            progress.update(len(states))
+            # A system message cut at the token limit keeps its whole sentences (parse_system_message).
+            self._step("system", [(s, "system", system_message_messages(s)) for s in states if not s.failure],
+                       parse_system_message)
+            progress.update(len(states))
+            self._step("output", [(s, "output", answer_messages(s)) for s in states if not s.failure],
+                       parse_answer)
+            progress.update(len(states))
 
     def _params(self, step: str) -> SamplingParams:
         return self.params.replace(max_new_tokens=self.tokens[step]) if step in self.tokens else self.params
@@ -307,7 +316,8 @@ class SystemMessageGenerator:
             if not pending:
                 return
         for state, key, _ in pending:
-            if self.settings.subdimension_fallback:
+            # A fallback stands in for a model that never named an aspect, not for a request that failed.
+            if self.settings.subdimension_fallback and not reasons[(id(state), key)].startswith(REQUEST_FAILED):
                 dimension = key.split(":")[1]
                 taken = {other.fields.get(key, "").lower() for other in siblings[state.instruction.id]}
                 free = [aspect for aspect in DIMENSION_GUIDE[dimension][2] if aspect.lower() not in taken]
