@@ -143,16 +143,20 @@ class AloeEvaluation:
         self.persona_system_message = persona_system_message
 
     def run(self, pairs: Sequence[PersonaPair], on_finish: Callable[[EvalRecord], None],
-            on_failure: Callable[[PersonaPair, int, str], None],
+            on_failure: Callable[[PersonaPair, int, str], None] | None = None,
             group_size: int = EvaluationSettings.group_size) -> None:
         """Evaluate every pair; each group's records go to `on_finish` once the group has finished.
 
         A conversation whose user or model request failed after the backend's retries goes to
-        `on_failure(pair, 0-based turn, reason)` instead (a re-run evaluates it again); a judge request
-        that failed leaves that turn unscored, asked again by the next run."""
-        run_lockstep(pairs, self.turns, lambda active, k: self._advance(active, k, on_failure),
+        `on_failure(pair, 0-based turn, reason)` instead (a re-run evaluates it again; without
+        `on_failure` it stops the run); a judge request that failed leaves that turn unscored, asked
+        again by the next run."""
+        def stop(pair: PersonaPair, k: int, reason: str) -> None:
+            raise AloeError(f"conversation {pair.id}, turn {k + 1}: {reason}")
+
+        run_lockstep(pairs, self.turns, lambda active, k: self._advance(active, k, on_failure or stop),
                      lambda state: on_finish(self._record(state)),
-                     lambda state, k, reason: on_failure(state.item, k, reason),
+                     (lambda state, k, reason: on_failure(state.item, k, reason)) if on_failure else None,
                      group_size=group_size, desc="conversations", unit="turns")
 
     def _advance(self, active: list[State], k: int, on_failure: Callable[[PersonaPair, int, str], None]) -> None:
