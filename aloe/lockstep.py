@@ -138,8 +138,8 @@ class Outcome(Generic[V]):
     """One item's result of a checked generation.
 
     `value` is the parsed output (with `keep_unaccepted`, also the last rejected one); `reason` is None
-    when accepted, else why not ("empty reply after 2 attempts"); `raw` the last output's text,
-    `attempts` how many samples were drawn and `reply` the last reply. `failed`: the request failed
+    when accepted, else why not ("empty reply after 2 attempts"); `raw` the last output's text and
+    `attempts` how many samples were drawn. `failed`: the request failed
     after the backend's retries, so nothing was answered (or cached): the stage records the item as
     failed and a later run asks the same again.
     """
@@ -148,17 +148,11 @@ class Outcome(Generic[V]):
     reason: str | None
     raw: str = ""
     attempts: int = 0
-    reply: Reply | None = None
     failed: bool = False
 
     @property
     def ok(self) -> bool:
         return self.reason is None
-
-
-def accept(text: str) -> tuple[str, None]:
-    """The check that takes any output as it is (a step that only needs the reply)."""
-    return text, None
 
 
 def generate_checked(model: ChatModel, prompts: Sequence[Sequence[Message]], params: SamplingParams,
@@ -182,12 +176,12 @@ def generate_checked(model: ChatModel, prompts: Sequence[Sequence[Message]], par
                                           progress if attempt == 0 else None)
         for slot, (position, reply) in enumerate(zip(todo, replies)):
             if slot in failures:
-                outcomes[position] = Outcome(None, failures[slot], "", attempt + 1, None, failed=True)
+                outcomes[position] = Outcome(None, failures[slot], "", attempt + 1, failed=True)
                 continue
             value, reason = check(reply.text)
             if reason is not None and attempt + 1 == max_attempts:
                 reason = None if keep_unaccepted else f"{reason} after {max_attempts} attempts"
-            outcomes[position] = Outcome(value, reason, reply.text, attempt + 1, reply)
+            outcomes[position] = Outcome(value, reason, reply.text, attempt + 1)
         todo = [position for position in todo if not outcomes[position].ok and not outcomes[position].failed]
     return outcomes
 

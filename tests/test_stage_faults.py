@@ -279,7 +279,7 @@ def test_re_running_a_finished_run_with_a_weak_judge_rewrites_its_records_in_pla
     assert sizes[3] <= sizes[1], f"the records grow run after run: {sizes}"
 
 
-def test_eval_aloe_writes_no_password_and_rewrites_its_provenance_at_the_end(openai_stub, tmp_path, monkeypatch):
+def test_the_eval_aloe_result_shows_its_base_url_without_the_password(openai_stub, tmp_path, monkeypatch):
     monkeypatch.setattr("aloe.cli.ModelOptions", QuickRetries)
     server = openai_stub(reply=stage_reply)
     secret_url = server.base_url.replace("http://", "http://alice:s3cr3t-pw@")
