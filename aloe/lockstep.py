@@ -25,7 +25,9 @@ Two levels, pick the smaller that fits:
   once, through `finish` or `fail`.
 
 `history` turns (user, assistant) pairs into chat messages; `generate` is the one guarded batch
-call (an empty batch makes no call). Sharding is the caller's `take_shard` on the item list before
+call (an empty batch makes no call) and `generate_some` the same for a stage that goes on without
+the requests that failed after the backend's retries (`IncompleteBatch`): `generate_checked` uses it,
+so such an item's `Outcome` is `failed` (the stage records it; a later run asks again). Sharding is the caller's `take_shard` on the item list before
 `run_lockstep` (items are independent; ids and seeds come from the items, never from positions).
 """
 
@@ -35,9 +37,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from aloe.errors import AloeError
+from aloe.errors import AloeError, IncompleteBatch
 from aloe.messages import Message
 from aloe.models.base import ChatModel, Reply, SamplingParams
+from aloe.progress import Progress
 
 I = TypeVar("I")  # an item
 V = TypeVar("V")  # a parsed value
@@ -92,14 +95,42 @@ def history(turns: Iterable[tuple[str, str]]) -> list[Message]:
     return messages
 
 
+REQUEST_FAILED = "request failed after its retries"  # how a reason says that nothing was answered
+
+
 def generate(model: ChatModel, prompts: Sequence[Sequence[Message]], params: SamplingParams,
-             sample_indices: Sequence[int] | int = 0) -> list[Reply]:
-    """One batch call (none for an empty batch). An int sample index applies to every prompt."""
+             sample_indices: Sequence[int] | int = 0, progress: Progress | None = None) -> list[Reply]:
+    """One batch call (none for an empty batch). An int sample index applies to every prompt.
+
+    `progress` advances by one per reply as replies arrive (cached ones at the end)."""
     if not prompts:
         return []
     if isinstance(sample_indices, int):
         sample_indices = [sample_indices] * len(prompts)
-    return model.generate([list(prompt) for prompt in prompts], params, sample_indices=list(sample_indices))
+    counted = 0
+
+    def tick(_position: int, _reply: Reply) -> None:
+        nonlocal counted
+        counted += 1
+        progress.update(1)
+
+    try:
+        return model.generate([list(prompt) for prompt in prompts], params, sample_indices=list(sample_indices),
+                              on_reply=tick if progress is not None else None)
+    finally:
+        if progress is not None:
+            progress.update(len(prompts) - counted)
+
+
+def generate_some(model: ChatModel, prompts: Sequence[Sequence[Message]], params: SamplingParams,
+                  sample_indices: Sequence[int] | int = 0, progress: Progress | None = None
+                  ) -> tuple[list[Reply | None], dict[int, str]]:
+    """`generate` for a stage that goes on without the requests that failed after their retries:
+    (replies, None where a request failed; position -> why it failed). Any other error still raises."""
+    try:
+        return generate(model, prompts, params, sample_indices, progress), {}
+    except IncompleteBatch as exc:
+        return list(exc.replies), {position: f"{REQUEST_FAILED}: {why}" for position, why in exc.failures.items()}
 
 
 @dataclass(frozen=True)
@@ -108,13 +139,16 @@ class Outcome(Generic[V]):
 
     `value` is the parsed output (with `keep_unaccepted`, also the last rejected one); `reason` is None
     when accepted, else why not ("empty reply after 2 attempts"); `raw` the last output's text and
-    `attempts` how many samples were drawn.
+    `attempts` how many samples were drawn. `failed`: the request failed
+    after the backend's retries, so nothing was answered (or cached): the stage records the item as
+    failed and a later run asks the same again.
     """
 
     value: V | None
     reason: str | None
     raw: str = ""
     attempts: int = 0
+    failed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -123,30 +157,32 @@ class Outcome(Generic[V]):
 
 def generate_checked(model: ChatModel, prompts: Sequence[Sequence[Message]], params: SamplingParams,
                      check: Check, max_attempts: int = 2, *, first_sample: int = 0,
-                     keep_unaccepted: bool = False) -> list[Outcome]:
+                     keep_unaccepted: bool = False, progress: Progress | None = None) -> list[Outcome]:
     """One batch call; outputs that `check` rejects are re-sampled as one smaller batch, up to
     `max_attempts` samples per prompt in all.
 
     Attempt a uses sample index `first_sample + a`, so a re-sample is a new draw that the response
     cache stores under its own key (and a re-run replays the same draws). With `keep_unaccepted` an
     output still rejected after the last attempt is returned as accepted (the caller stores its
-    reason elsewhere, e.g. a judge's unparsed verdict).
+    reason elsewhere, e.g. a judge's unparsed verdict). A request that failed after the backend's
+    retries is a `failed` outcome at once: it is neither re-sampled nor kept.
     """
-    results: list[tuple[Any, str | None, str, int]] = [(None, "not generated", "", 0)] * len(prompts)
+    outcomes: list[Outcome] = [Outcome(None, "not generated")] * len(prompts)
     todo = list(range(len(prompts)))
     for attempt in range(max_attempts):
         if not todo:
             break
-        replies = generate(model, [prompts[i] for i in todo], params, first_sample + attempt)
-        for position, reply in zip(todo, replies):
+        replies, failures = generate_some(model, [prompts[i] for i in todo], params, first_sample + attempt,
+                                          progress if attempt == 0 else None)
+        for slot, (position, reply) in enumerate(zip(todo, replies)):
+            if slot in failures:
+                outcomes[position] = Outcome(None, failures[slot], "", attempt + 1, failed=True)
+                continue
             value, reason = check(reply.text)
-            results[position] = (value, reason, reply.text, attempt + 1)
-        todo = [position for position in todo if results[position][1] is not None]
-    outcomes = []
-    for value, reason, raw, attempts in results:
-        if reason is not None:
-            reason = None if keep_unaccepted else f"{reason} after {max_attempts} attempts"
-        outcomes.append(Outcome(value, reason, raw, attempts))
+            if reason is not None and attempt + 1 == max_attempts:
+                reason = None if keep_unaccepted else f"{reason} after {max_attempts} attempts"
+            outcomes[position] = Outcome(value, reason, reply.text, attempt + 1)
+        todo = [position for position in todo if not outcomes[position].ok and not outcomes[position].failed]
     return outcomes
 
 
@@ -180,7 +216,8 @@ class ItemState(Generic[I]):
 
 def run_lockstep(items: Sequence[I], steps: int, advance: Callable[[list[ItemState[I]], int], None],
                  finish: Callable[[ItemState[I]], None], fail: Callable[[ItemState[I], int, str], None] | None = None,
-                 group_size: int | None = None, on_group: Callable[[int, int], None] | None = None) -> None:
+                 group_size: int | None = None, on_group: Callable[[int, int], None] | None = None,
+                 desc: str | None = None, unit: str = "steps") -> None:
     """Advance `items` through `steps` steps, `group_size` items at a time (all at once by default).
 
     `advance(active, k)` runs step k for the group's states that are not `done`; it may end a state
@@ -188,28 +225,31 @@ def run_lockstep(items: Sequence[I], steps: int, advance: Callable[[list[ItemSta
     When the group's steps are over, every state not yet reported goes to `finish`, in item order.
     An AloeError out of `advance` (a model call that failed for good) goes to `fail` for every state
     still active, with the step index, and is re-raised: nothing after it could succeed either.
-    `on_group(start, end)` is called after each group (for progress logs).
+    `on_group(start, end)` is called after each group (for progress logs). With `desc`, progress
+    (`aloe.progress`) counts item-steps on stderr: "conversations: 12/40 turns".
     """
     size = max(1, group_size or len(items) or 1)
-    for start in range(0, len(items), size):
-        states = [ItemState(item) for item in items[start:start + size]]
-        for k in range(steps):
-            active = [state for state in states if not state.done]
-            if not active:
-                break
-            try:
-                advance(active, k)
-            except AloeError as exc:
-                if fail is not None:
-                    for state in active:
-                        if not state.reported:
-                            state.done = state.reported = True
-                            fail(state, k, str(exc))
-                raise
-        for state in states:
-            if not state.reported:
-                state.done = state.reported = True
-                finish(state)
-        if on_group is not None:
-            on_group(start, start + len(states))
-
+    with Progress(len(items) * steps, desc or "", unit, enabled=desc is not None) as progress:
+        for start in range(0, len(items), size):
+            states = [ItemState(item) for item in items[start:start + size]]
+            for k in range(steps):
+                active = [state for state in states if not state.done]
+                if not active:
+                    progress.update(len(states) * (steps - k))  # the steps the group no longer needs
+                    break
+                try:
+                    advance(active, k)
+                except AloeError as exc:
+                    if fail is not None:
+                        for state in active:
+                            if not state.reported:
+                                state.done = state.reported = True
+                                fail(state, k, str(exc))
+                    raise
+                progress.update(len(states))
+            for state in states:
+                if not state.reported:
+                    state.done = state.reported = True
+                    finish(state)
+            if on_group is not None:
+                on_group(start, start + len(states))

@@ -17,10 +17,12 @@ from pathlib import Path
 
 from pydantic import Field
 
-from aloe.errors import RecordError
+from aloe.errors import AloeError, RecordError
 from aloe.jsonl import check_unique_ids, read_records
+from aloe.lockstep import generate_some
 from aloe.messages import Message
 from aloe.models.base import ChatModel, SamplingParams
+from aloe.progress import Progress
 from aloe.prompts import render
 from aloe.records import NonBlank, Record
 
@@ -136,25 +138,40 @@ def generate_responses(
     params: SamplingParams,
     on_response: Callable[[Response], None],
     group_size: int = 64,
+    on_failure: Callable[[ResponseRequest, str], None] | None = None,
 ) -> int:
     """Generate every request, `group_size` per backend call, calling `on_response` as each group finishes.
 
     Records are handed over in request order within a group, so a killed run keeps whole groups and
-    the response cache keeps every reply that arrived. Returns the number of responses made.
+    the response cache keeps every reply that arrived. A request that failed after the backend's
+    retries goes to `on_failure(request, reason)` and the run goes on (a re-run asks it again); without
+    `on_failure`, every other request is still made and handed over, then an AloeError names the failed
+    ones. Returns the number of responses made.
     """
     made = 0
-    for start in range(0, len(requests), group_size):
-        group = requests[start:start + group_size]
-        replies = model.generate([list(request.messages) for request in group], params,
-                                 [request.sample_index for request in group])
-        for request, reply in zip(group, replies):
-            text, reattached = attach_prefix(reply.text, request.prefix, request.prefix_in_prompt)
-            flags = degenerate_flags(reply.text, reply.finish_reason)
-            if reattached:
-                flags.append("prefix_reattached")
-            on_response(Response(id=request.id, prompt=request.prompt, condition=request.condition,
-                                 response=text, finish_reason=reply.finish_reason, flags=flags, **request.extra))
-            made += 1
+    failed: list[str] = []
+    with Progress(len(requests), "responses", "responses", enabled=bool(requests)) as progress:
+        for start in range(0, len(requests), group_size):
+            group = requests[start:start + group_size]
+            replies, failures = generate_some(model, [request.messages for request in group], params,
+                                              [request.sample_index for request in group], progress)
+            for position, why in failures.items():
+                if on_failure is not None:
+                    on_failure(group[position], why)
+                failed.append(f"{group[position].id}: {why}")
+            for request, reply in zip(group, replies):
+                if reply is None:
+                    continue
+                text, reattached = attach_prefix(reply.text, request.prefix, request.prefix_in_prompt)
+                flags = degenerate_flags(reply.text, reply.finish_reason)
+                if reattached:
+                    flags.append("prefix_reattached")
+                on_response(Response(id=request.id, prompt=request.prompt, condition=request.condition,
+                                     response=text, finish_reason=reply.finish_reason, flags=flags, **request.extra))
+                made += 1
+    if failed and on_failure is None:
+        raise AloeError(f"{len(failed)} of {len(requests)} requests failed (first: {failed[0]}); the other responses "
+                        "are in the response cache: re-run the same command to ask the failed ones again")
     return made
 
 

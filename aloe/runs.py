@@ -82,6 +82,24 @@ class RunFiles:
             return Path(given)
         return self.beside("responses.sqlite") if self.shard else self.folder / "responses.sqlite"
 
+    @contextlib.contextmanager
+    def failure_log(self) -> Iterator[Callable[..., None]]:
+        """`with run.failure_log() as fail: fail(item_id, reason, turn=3)`: this run's failures file,
+        started anew (a re-run retries what it lists) and removed again when nothing failed."""
+        from aloe.jsonl import JsonlWriter
+
+        with JsonlWriter(self.failures, overwrite=True) as writer:
+            def fail(item_id: str, reason: str, **fields) -> None:
+                writer.write({"id": item_id, **fields, "reason": reason,
+                              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+
+            try:
+                yield fail
+            finally:
+                writer.close()
+                if self.failures.stat().st_size == 0:
+                    self.failures.unlink()
+
     # ------------------------------------------------------------ shards
 
     def shard_files(self) -> list[tuple[tuple[int, int], Path]]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params
 from aloe.errors import AloeError
 from aloe.jsonl import rewrite_jsonl
+from aloe.logs import redact_data
 from aloe.models import resolve_spec, short_name
 from aloe.provenance import provenance
 from aloe.responses import generate_responses, read_responses
@@ -96,7 +97,7 @@ def main(argv=None):
     stem = output.with_suffix("")
     paths = {"records": Path(f"{stem}.records.jsonl"), "plot": Path(f"{stem}.png")}
     rewrite_jsonl(paths["records"], records)
-    settings = {key: value for key, value in vars(args).items()}
+    settings = redact_data(vars(args))  # a password in --base-url never reaches a file
     result = MultifacetedResult(
         name=name, model=args.responses or args.model,
         models={"model": args.responses or args.model, "judge": args.judge_model},

@@ -90,27 +90,35 @@ def main(argv=None):
     output = run.main
     args.cache = str(run.cache(args.cache))
     flagged = 0
+    failed = []
     with run.open(overwrite=args.overwrite):
         done = existing_ids(output)
         pending = [request for request in requests if request.id not in done]
-        with JsonlWriter(output) as writer:
+        with JsonlWriter(output) as writer, run.failure_log() as log_failure:
             def write(response):
                 nonlocal flagged
                 flagged += bool(response.flags)
                 writer.write(response)
 
+            def fail(request, reason):
+                failed.append(reason)
+                log_failure(request.id, reason)
+
             model = model_pool(args, output).get(args.model) if pending else None
             if pending:
                 try:
                     params = sampling_params(args, **({"stop": FEW_SHOT_STOP} if args.few_shot else {}))
-                    generate_responses(model, pending, params, write, args.group_size)
+                    generate_responses(model, pending, params, write, args.group_size, fail)
                 except AloeError as exc:
                     raise AloeError(f"{exc} (finished responses are saved in {output}; re-run to resume)") from None
         prompts = ([AFTER_PROMPT] if args.placement == "after-prompt" else []) + (list(FEW_SHOT_PROMPTS) if args.few_shot else [])
         write_json(run.provenance, provenance(dict(vars(args)), {"model": model.describe() if model else {"spec": args.model}},
                                               prompts))
-    print(f"{len(pending)} responses generated ({len(requests) - len(pending)} already in {output}), "
-          f"{flagged} flagged as degenerate; wrote {output} in {time.perf_counter() - started:.1f}s")
+    print(f"{len(pending) - len(failed)} responses generated ({len(requests) - len(pending)} already in {output}, "
+          f"{len(failed)} failed), {flagged} flagged as degenerate; wrote {output} in {time.perf_counter() - started:.1f}s")
+    if failed:
+        raise AloeError(f"{len(failed)} requests failed (first: {failed[0]}); they are listed in {run.failures}; "
+                        "re-run the same command to retry them")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import logging
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from aloe.errors import AloeError
@@ -32,7 +32,7 @@ from aloe.jsonl import existing_ids, read_records, rewrite_jsonl, write_json
 from aloe.judges.preference import (
     ON_TIE_RULES, PreferenceItem, PreferenceJudge, branch_of, combine, judge_messages, judged_order, paired_replies,
 )
-from aloe.lockstep import ItemState, Roles, generate, generate_checked, history, non_empty, run_lockstep
+from aloe.lockstep import ItemState, Roles, generate_checked, generate_some, history, non_empty, run_lockstep
 from aloe.messages import Message, format_transcript
 from aloe.models.base import ChatModel, SamplingParams
 from aloe.prompts import prompt_hash, render
@@ -161,13 +161,14 @@ class ConversationGenerator:
             group_size: int | None = None, on_group: Callable[[int, int], None] | None = None) -> None:
         """Generate every pair's conversation. Finished ones go to `on_finish`, failed ones to `on_failure`.
 
-        A model call that fails for good (ModelCallError after the backend's retries) fails every
+        A request that failed after the backend's retries fails its own conversation (the others go on);
+        a model call that fails for good (ModelCallError after the backend's retries) fails every
         conversation still active and is re-raised: nothing after it could succeed either.
         """
         run_lockstep(pairs, self.settings.turns, lambda active, k: self._advance(active, k, on_finish, on_failure),
                      finish=lambda state: on_finish(self._record(state)),
                      fail=lambda state, k, reason: on_failure(state.item, k, reason),
-                     group_size=group_size, on_group=on_group)
+                     group_size=group_size, on_group=on_group, desc="conversations", unit="turns")
 
     # One turn for every active conversation; each step drops the conversations that failed it.
     def _advance(self, active: list[State], k: int, on_finish, on_failure: Failure) -> None:
@@ -191,7 +192,11 @@ class ConversationGenerator:
             "persona_extractor", profile=s.item.profile.text, personality=s.item.personality.text,
             transcript=format_transcript([*conversation_history(s), {"role": "user", "content": message}]),
         )}] for s, message in alive]
-        extractor_raw = [reply.text for reply in generate(self.models.extractor, prompts, self.params)]
+        extracted, failures = generate_some(self.models.extractor, prompts, self.params)
+        for position, why in failures.items():
+            fail(alive[position][0], f"persona extractor: {why}")
+        kept = [position for position in range(len(alive)) if position not in failures]
+        alive, extractor_raw = [alive[p] for p in kept], [extracted[p].text for p in kept]
         extractions = [parse_extraction(text) for text in extractor_raw]
 
         # 3. hinted and plain replies, one batch of 2N
@@ -221,12 +226,19 @@ class ConversationGenerator:
         verdicts = generate_checked(self.models.judge, [messages for _, _, messages in asks], self.judge_params,
                                     _verdict, self.settings.max_attempts, keep_unaccepted=True)
         orders: list[list] = [[] for _ in items]
+        unjudged: dict[int, str] = {}  # item position -> why a request of it failed
         for (item_position, shown, _), verdict in zip(asks, verdicts):
-            orders[item_position].append(judged_order(shown, verdict.value))
+            if verdict.failed:
+                unjudged.setdefault(item_position, verdict.reason)
+            else:
+                orders[item_position].append(judged_order(shown, verdict.value))
 
         # 5. commit each conversation's turn, now that all of it exists
-        for (position, state, message, hinted, plain), judged in zip(survivors, orders):
+        for item_position, ((position, state, message, hinted, plain), judged) in enumerate(zip(survivors, orders)):
             pair = state.item
+            if item_position in unjudged:
+                fail(state, f"judge: {unjudged[item_position]}")
+                continue
             judgement = combine(judged, self.settings.on_tie, self._rng(pair.id, k, "tie"))
             if judgement is None:  # --on-tie skip: the conversation ends before this turn
                 stopped = f"judge tie at turn {k + 1} (--on-tie skip)"
@@ -276,9 +288,13 @@ class ConversationGenerator:
                         asks.append((conversation, k, o, messages, self.settings.max_attempts + turn.judge.rejudged))
         if not asks:
             return []
-        replies = generate(self.models.judge, [a[3] for a in asks], self.judge_params, [a[4] for a in asks])
+        # A request that failed after its retries leaves its order unparsed, to be asked again by the next run.
+        replies, _failures = generate_some(self.models.judge, [a[3] for a in asks], self.judge_params,
+                                           [a[4] for a in asks])
         changed: dict[str, Conversation] = {}
         for (conversation, k, o, _, _), reply in zip(asks, replies):
+            if reply is None:
+                continue
             judgement = conversation.conversations[k].judge
             judgement.orders[o] = judged_order(judgement.orders[o].shown, PreferenceJudge.parse(reply.text))
             changed[conversation.id] = conversation
@@ -379,9 +395,15 @@ def generate_conversations(run: RunFiles, pairs: Sequence[PersonaPair], settings
         report.rejudged = len(changed)
         log.info("asked the judge again about %d conversations with unparsed verdicts: %d turns still unparsed "
                  "(%d conversations rewritten in %s)", len(unparsed), still, len(changed), output)
-    if pending:
-        write_json(run.provenance, provenance_of(generator))
-        _generate_pending(generator, pending, settings.group_size, run, report)
+    finished = False
+    try:
+        if pending:
+            write_json(run.provenance, provenance_of(generator))  # an interrupted run still says what ran
+            _generate_pending(generator, pending, settings.group_size, run, report)
+        finished = True
+    finally:
+        # Rewritten at the end, so it describes the run as it ended: what it wrote, failed and re-judged.
+        write_json(run.provenance, {**provenance_of(generator), "run": {**asdict(report), "finished": finished}})
     return report
 
 

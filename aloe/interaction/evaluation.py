@@ -29,7 +29,7 @@ from aloe.interaction.simulation import USER_SIMULATOR_PROMPTS, user_turns
 from aloe.judges import JudgedScore, Verdict
 from aloe.judges import score as score_judge
 from aloe.jsonl import read_records
-from aloe.lockstep import ItemState, Roles, generate, history, run_lockstep
+from aloe.lockstep import ItemState, Roles, generate_some, history, run_lockstep
 from aloe.messages import Message
 from aloe.models.base import ChatModel, SamplingParams
 from aloe.prompts import prompt_hash, render
@@ -143,12 +143,27 @@ class AloeEvaluation:
         self.persona_system_message = persona_system_message
 
     def run(self, pairs: Sequence[PersonaPair], on_finish: Callable[[EvalRecord], None],
+            on_failure: Callable[[PersonaPair, int, str], None] | None = None,
             group_size: int = EvaluationSettings.group_size) -> None:
-        """Evaluate every pair; each group's records go to `on_finish` once the group has finished."""
-        run_lockstep(pairs, self.turns, self._advance, lambda state: on_finish(self._record(state)),
-                     group_size=group_size)
+        """Evaluate every pair; each group's records go to `on_finish` once the group has finished.
 
-    def _advance(self, active: list[State], k: int) -> None:
+        A conversation whose user or model request failed after the backend's retries goes to
+        `on_failure(pair, 0-based turn, reason)` instead (a re-run evaluates it again; without
+        `on_failure` it stops the run); a judge request that failed leaves that turn unscored, asked
+        again by the next run."""
+        def stop(pair: PersonaPair, k: int, reason: str) -> None:
+            raise AloeError(f"conversation {pair.id}, turn {k + 1}: {reason}")
+
+        run_lockstep(pairs, self.turns, lambda active, k: self._advance(active, k, on_failure or stop),
+                     lambda state: on_finish(self._record(state)),
+                     (lambda state, k, reason: on_failure(state.item, k, reason)) if on_failure else None,
+                     group_size=group_size, desc="conversations", unit="turns")
+
+    def _advance(self, active: list[State], k: int, on_failure: Callable[[PersonaPair, int, str], None]) -> None:
+        def fail(state: State, reason: str) -> None:
+            state.done = state.reported = True
+            on_failure(state.item, k, reason)
+
         # 1. the simulated user speaks; an empty message is re-sampled, then ends that conversation
         messages = user_turns(self.models.user, self.params.user, self.max_attempts,
                               [(s.item.profile.text, s.item.personality.text, eval_history(s)) for s in active])
@@ -156,6 +171,8 @@ class AloeEvaluation:
         for state, message in zip(active, messages):
             if message.ok:
                 speaking.append((state, message.value))
+            elif message.failed:
+                fail(state, f"user simulator: {message.reason}")
             else:
                 state.done = True
                 state.stopped = f"the user simulator gave an empty message at turn {k + 1} ({self.max_attempts} attempts)"
@@ -164,7 +181,11 @@ class AloeEvaluation:
         #    persona_system_message, also a system message stating the user's persona)
         chats = [[*self._system(state.item), *eval_history(state), {"role": "user", "content": message}]
                  for state, message in speaking]
-        replies = generate(self.models.model, chats, self.params.model)
+        replies, failures = generate_some(self.models.model, chats, self.params.model)
+        for position, why in failures.items():
+            fail(speaking[position][0], f"model under test: {why}")
+        kept = [position for position in range(len(chats)) if position not in failures]
+        speaking, replies = [speaking[p] for p in kept], [replies[p] for p in kept]
 
         # 3. the judge scores every reply; the unparsed ones are asked once more with a reminder
         judged = self.judge([(state.item, message, reply.text) for (state, message), reply in zip(speaking, replies)])
@@ -179,33 +200,48 @@ class AloeEvaluation:
         return [{"role": "system", "content": content}]
 
     def judge(self, items: Sequence[tuple[PersonaPair, str, str]],
-              earlier: Sequence[list[Verdict[int]]] | None = None) -> list[TurnScore]:
+              samples: Sequence[int] | None = None) -> list[TurnScore]:
         """Scores for (pair, user message, reply) items: one batch, then one reminder batch for the unparsed.
 
-        `earlier` holds each item's asks from a previous run; they are kept, and their count is the new
-        ask's sample index, so a re-ask is a fresh sample rather than a replay from the response cache.
+        `samples` holds each item's sample index (0 by default): a re-ask of a turn an earlier run left
+        unscored is a fresh sample rather than a replay from the response cache. Each score keeps this
+        ask's attempts only, so asking again replaces a turn's judgement instead of growing it. A
+        request that failed after its retries leaves the score None with the reason.
         """
         prompts = [score_judge.judge_messages(pair.profile.text, pair.personality.text, message, reply)
                    for pair, message, reply in items]
-        attempts: list[list[Verdict[int]]] = [list(verdicts) for verdicts in earlier] if earlier else [[] for _ in items]
-        asks = [len(history) for history in attempts]
-        for reply, earlier_asks in zip(generate(self.models.judge, prompts, self.params.judge, asks), attempts):
-            earlier_asks.append(score_judge.parse_score(reply.text))
-        retry = [i for i, earlier_asks in enumerate(attempts) if not earlier_asks[-1].parsed]
+        samples = list(samples) if samples is not None else [0] * len(items)
+        attempts: list[list[Verdict[int]]] = [[] for _ in items]
+        replies, failed = generate_some(self.models.judge, prompts, self.params.judge, samples)
+        for position, reply in enumerate(replies):
+            if reply is not None:
+                attempts[position].append(score_judge.parse_score(reply.text))
+        retry = [i for i, asked in enumerate(attempts) if asked and not asked[-1].parsed]
         reminders = [score_judge.reminder_messages(prompts[i], attempts[i][-1]) for i in retry]
-        for position, reply in zip(retry, generate(self.models.judge, reminders, self.params.judge,
-                                                   [asks[i] for i in retry])):
-            attempts[position].append(score_judge.parse_score(reply.text))
-        return [TurnScore(**score_judge.ScoreJudgement(verdicts).as_dict()) for verdicts in attempts]
+        replies, failures = generate_some(self.models.judge, reminders, self.params.judge, [samples[i] for i in retry])
+        for slot, (position, reply) in enumerate(zip(retry, replies)):
+            if reply is None:
+                failed[position] = failures[slot]
+            else:
+                attempts[position].append(score_judge.parse_score(reply.text))
+        scores = []
+        for position, verdicts in enumerate(attempts):
+            score = score_judge.ScoreJudgement(verdicts).as_dict()
+            for attempt in score["attempts"]:
+                attempt["sample"] = samples[position]
+            if position in failed and score["score"] is None:
+                score["reason"] = failed[position]
+            scores.append(TurnScore(**score))
+        return scores
 
     def rejudge(self, records: Sequence[EvalRecord]) -> list[EvalRecord]:
         """Ask the judge again about every stored turn without a score; returns the records that changed.
 
         Stored raw outputs are first re-read with the current parser (free); only turns that still hold
-        no score cost new calls, all of them in one batch.
+        no score cost new calls, all of them in one batch, each as the sample after the last one asked.
         """
         changed: dict[str, EvalRecord] = {}
-        todo: list[tuple[EvalRecord, EvalTurn, list[Verdict[int]]]] = []
+        todo: list[tuple[EvalRecord, EvalTurn]] = []
         for record in records:
             for turn in record.turns:
                 if turn.judge.score is not None:
@@ -216,22 +252,31 @@ class AloeEvaluation:
                     turn.judge = TurnScore(**score_judge.ScoreJudgement(verdicts[:first_parsed + 1]).as_dict())
                     changed[record.id] = record
                 else:
-                    todo.append((record, turn, verdicts))
+                    todo.append((record, turn))
         if todo:
-            pairs = {record.id: _pair_of(record) for record, _, _ in todo}
-            scores = self.judge([(pairs[record.id], turn.user, turn.reply) for record, turn, _ in todo],
-                                [verdicts for _, _, verdicts in todo])
-            for (record, turn, _), score in zip(todo, scores):
-                turn.judge = score
-                changed[record.id] = record
+            pairs = {record.id: _pair_of(record) for record, _ in todo}
+            scores = self.judge([(pairs[record.id], turn.user, turn.reply) for record, turn in todo],
+                                [next_sample(turn.judge) for _, turn in todo])
+            for (record, turn), score in zip(todo, scores):
+                if score.attempts:  # else the request failed: the turn keeps what it had, for the next run
+                    turn.judge = score
+                    changed[record.id] = record
         return list(changed.values())
-
 
     def _record(self, state: State) -> EvalRecord:
         pair = state.item
         return EvalRecord(id=pair.id, profile_id=pair.profile.id, personality_id=pair.personality.id,
                           profile=pair.profile.text, personality=pair.personality.text,
                           turns=state.turns, stopped=state.stopped, settings_hash=self.run_hash)
+
+
+def next_sample(judged: TurnScore) -> int:
+    """The sample index of the next ask of an unscored turn: past every sample asked before. Records
+    written before attempts carried their sample kept every ask, at samples below their count."""
+    if not judged.attempts:
+        return 0  # nothing was answered (the request failed): ask the same sample again
+    asked = [getattr(attempt, "sample", 0) or 0 for attempt in judged.attempts]
+    return max(max(asked) + 1, len(judged.attempts))
 
 
 def _pair_of(record: EvalRecord) -> PersonaPair:

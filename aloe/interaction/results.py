@@ -22,6 +22,7 @@ from aloe.interaction.evaluation import (
 )
 from aloe.interaction.personas import PersonaPair
 from aloe.jsonl import JsonlWriter, merge_jsonl, read_json, rewrite_jsonl, write_json
+from aloe.logs import redact_data
 from aloe.lockstep import Roles
 from aloe.metrics import alignment_metrics
 from aloe.models import LOCAL_BACKENDS, resolve_spec
@@ -48,6 +49,8 @@ class AloeResult(Record):
     metrics: dict[str, Any]  # aloe.metrics.alignment_metrics
     first_unparsed_reason: str | None = None
     stopped_early: int = 0
+    failed: int = 0  # conversations whose requests failed after their retries (listed in `failures`; a re-run retries them)
+    failures: str | None = None
     provenance: dict[str, Any] = {}
 
 
@@ -77,15 +80,16 @@ def first_unparsed_reason(records: Sequence[EvalRecord]) -> str | None:
     return None
 
 
-def write_result(run: RunFiles, settings: dict, identity: dict, records: Sequence[EvalRecord], models: dict
-                 ) -> AloeResult:
-    """Metrics from the records, the result JSON and its plot, for the run `run`."""
+def write_result(run: RunFiles, settings: dict, identity: dict, records: Sequence[EvalRecord], models: dict,
+                 failed: int = 0) -> AloeResult:
+    """Metrics from the records, the result JSON and its plot, for the run `run` (`failed`: conversations
+    this run could not finish, listed in its failures file). Credentials in settings are redacted."""
     metrics = result_metrics(records, identity["turns"], settings["bootstrap"], settings["seed"])
     result = AloeResult(
         name=run.stem,
         model=identity["model"],
         models={"model": identity["model"], "user": identity["user_model"], "judge": identity["judge_model"]},
-        settings=settings,
+        settings=redact_data(settings),
         identity=identity,
         settings_hash=settings_hash(identity),
         records=str(run.beside("records.jsonl")),
@@ -93,6 +97,8 @@ def write_result(run: RunFiles, settings: dict, identity: dict, records: Sequenc
         metrics=metrics,
         first_unparsed_reason=first_unparsed_reason(records),
         stopped_early=sum(record.stopped is not None for record in records),
+        failed=failed,
+        failures=str(run.failures) if failed else None,
         provenance=provenance(settings, models, list(PROMPTS)),
     )
     write_json(run.main, result.model_dump(mode="json"))
@@ -167,19 +173,28 @@ def evaluate(run: RunFiles, pairs: Sequence[PersonaPair], identity: dict, settin
         after = sum(turn.judge.score is None for record in unscored for turn in record.turns)
         log.info("asked the judge again about %d unscored turns from the last run: %d now scored (%d conversations "
                  "updated in %s)", before, before - after, len(changed), records_path)
+    failed = 0
     if pending:
-        with JsonlWriter(records_path) as writer:
+        with JsonlWriter(records_path) as writer, run.failure_log() as log_failure:
 
             def finish(record):
                 writer.write(record)
                 records[record.id] = record
 
+            def fail(pair: PersonaPair, turn_index: int, reason: str) -> None:
+                nonlocal failed
+                log_failure(pair.id, reason, turn=turn_index + 1)
+                failed += 1
+
             try:
-                engine.run(pending, finish, group_size=stage.group_size)
+                engine.run(pending, finish, fail, group_size=stage.group_size)
             except AloeError as exc:
                 raise AloeError(f"{exc} ({len(records)} finished conversations are saved in {records_path}; "
                                 "re-run the same command to resume)") from None
-    return write_result(run, settings, identity, [records[pair.id] for pair in pairs], described)
+    else:
+        run.failures.unlink(missing_ok=True)  # nothing left to retry
+    return write_result(run, settings, identity, [records[pair.id] for pair in pairs if pair.id in records],
+                        described, failed)
 
 
 def merge_results(run: RunFiles) -> tuple[AloeResult, str]:
@@ -214,7 +229,10 @@ def summary(result: AloeResult, path: Path, elapsed: float, extra: str = "") -> 
     return (f"{result.name}: {m['conversations']} conversations x {m['turns']} turns{extra}; "
             f"AL(1) {num(m['al'][0])}, AL({m['turns']}) {num(m['al'][-1])}, mean AL {num(m['mean_al'])}, "
             f"IR {num(m['ir'], '{:+.3f}')}, N-IR {num(m['n_ir'], '{:+.3f}')}; "
-            f"{m['parsed']} scores parsed, {m['unparsed']} unparsed; wrote {result.records}, "
+            f"{m['parsed']} scores parsed, {m['unparsed']} unparsed; "
+            + (f"{result.failed} conversations failed (listed in {result.failures}; a re-run retries them); "
+               if result.failed else "")
+            + f"wrote {result.records}, "
             f"{result.plot} and {path} in {elapsed:.1f}s")
 
 

@@ -24,8 +24,10 @@ from pydantic import Field
 from aloe.errors import AloeError
 from aloe.judges import Verdict, agreement
 from aloe.judges.preference import parse_preference
+from aloe.lockstep import REQUEST_FAILED, generate_some
 from aloe.messages import Message
 from aloe.models.base import ChatModel, SamplingParams
+from aloe.progress import Progress
 from aloe.prompts import available, fields, render
 from aloe.records import Record
 
@@ -138,7 +140,9 @@ class PairwiseJudge:
     def judge(self, model: ChatModel, items: Sequence[PairwiseItem], params: SamplingParams,
               previous: Mapping[str, PairwiseJudgement] | None = None) -> list[PairwiseJudgement]:
         """A judgement per item, in order. A previous judgement is kept where every order has a verdict;
-        its unparsed orders are asked again as the next sample (a new cache key), the rest are kept."""
+        its unparsed orders are asked again as the next sample (a new cache key), the rest are kept.
+        A request that failed after its retries leaves its order unparsed with the reason; the next run
+        asks the same sample again (nothing was answered, so nothing is cached)."""
         previous = previous or {}
         orders: dict[str, list[PairwiseOrder | None]] = {}
         asks = []
@@ -150,11 +154,16 @@ class PairwiseJudge:
             orders[item.id] = kept
             for slot, shown in enumerate(ORDERS):
                 if kept[slot] is None:
-                    sample = old.orders[slot].sample + 1 if old else 0
+                    sample = _next_sample(old.orders[slot]) if old else 0
                     asks.append((item, slot, shown, sample))
-        replies = model.generate([self.messages(item, shown) for item, _, shown, _ in asks], params,
-                                 [sample for *_, sample in asks]) if asks else []
-        for (item, slot, shown, sample), reply in zip(asks, replies):
+        with Progress(len(asks), "judging", "asks", enabled=bool(asks)) as progress:
+            replies, failures = generate_some(model, [self.messages(item, shown) for item, _, shown, _ in asks],
+                                              params, [sample for *_, sample in asks], progress)
+        for position, ((item, slot, shown, sample), reply) in enumerate(zip(asks, replies)):
+            if reply is None:
+                orders[item.id][slot] = PairwiseOrder(shown=list(shown), raw="", reason=failures[position],
+                                                      sample=sample)
+                continue
             verdict = parse_choice(reply.text)
             orders[item.id][slot] = PairwiseOrder(shown=list(shown), raw=verdict.raw, verdict=verdict.value,
                                                   reason=verdict.reason, sample=sample)
@@ -167,6 +176,12 @@ class PairwiseJudge:
             results.append(PairwiseJudgement(id=item.id, criterion=self.criterion, outcome=outcome_of(done),
                                              orders=done))
         return results
+
+
+def _next_sample(order: PairwiseOrder) -> int:
+    """The sample to ask an unparsed order as: the next one, or the same when its request failed."""
+    failed = (order.reason or "").startswith(REQUEST_FAILED)
+    return order.sample if failed else order.sample + 1
 
 
 # ---------------------------------------------------------------- stored judgements

@@ -216,8 +216,10 @@ class APIChatModel(ChatModel):
             pool.shutdown(wait=True, cancel_futures=True)
         if error is not None:
             raise error
-        if failures and len(failures) == len(conversations):
-            raise _GaveUp(failures[0])  # nothing came back: not one item's bad luck
+        if len(failures) == len(conversations) >= 3:
+            # Nothing came back from three or more: not the bad luck of one item. (One or two requests,
+            # a re-ask or a reminder, are items like any other: they fail alone.)
+            raise _GaveUp(failures[0])
         if failures:
             first = failures[min(failures)]
             raise IncompleteBatch(f"{len(failures)} of {len(conversations)} requests failed ({first}); the others "

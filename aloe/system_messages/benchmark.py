@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pydantic import Field
 
 from aloe.judges import JudgeAttempt, JudgedScore, rubric
-from aloe.lockstep import generate
+from aloe.lockstep import generate_some
 from aloe.metrics import rubric_metrics
 from aloe.models.base import ChatModel, SamplingParams
+from aloe.progress import Progress
 from aloe.records import Record
 from aloe.responses import ResponseRequest, condition_messages
 from aloe.system_messages.records import BenchItem
@@ -51,21 +52,30 @@ def response_requests(items: Sequence[BenchItem]) -> list[ResponseRequest]:
 
 def judge_responses(judge: ChatModel, items: Sequence[BenchItem], responses: Sequence[str], params: SamplingParams,
                     runs: int = 1, sees_system: bool = False) -> list[list[list[RubricJudgement]]]:
-    """judgements[item][run][rubric]: one batch of every (run, item, rubric), then one batch of reminders."""
+    """judgements[item][run][rubric]: one batch of every (run, item, rubric), then one batch of reminders.
+
+    A request that failed after its retries leaves its grade None with the reason (counted unparsed)."""
     asks = [(i, run, k, rubric.judge_messages(item.prompt, responses[i], item.reference_answer, r.criteria,
                                                r.score_descriptions, item.system if sees_system else None))
             for run in range(runs) for i, item in enumerate(items) for k, r in enumerate(item.rubrics)]
     results = [[[RubricJudgement() for _ in item.rubrics] for _ in range(runs)] for item in items]
-    replies = generate(judge, [messages for *_, messages in asks], params, [run for _, run, _, _ in asks])
+    with Progress(len(asks), "judging", "asks", enabled=bool(asks)) as progress:
+        replies, failures = generate_some(judge, [messages for *_, messages in asks], params,
+                                          [run for _, run, _, _ in asks], progress)
     retry = []
-    for ask, reply in zip(asks, replies):
+    for position, (ask, reply) in enumerate(zip(asks, replies)):
+        if reply is None:
+            i, run, k, _ = ask
+            results[i][run][k].reason = failures[position]
+            continue
         verdict = rubric.parse_rubric_score(reply.text)
         _add(results, ask, verdict)
         if not verdict.parsed:
             retry.append((ask, rubric.reminder_messages(ask[3], verdict)))
-    replies = generate(judge, [messages for _, messages in retry], params, [ask[1] for ask, _ in retry])
+    replies, failures = generate_some(judge, [messages for _, messages in retry], params, [ask[1] for ask, _ in retry])
     for (ask, _), reply in zip(retry, replies):
-        _add(results, ask, rubric.parse_rubric_score(reply.text))
+        if reply is not None:  # else the first ask's unparsed verdict stands
+            _add(results, ask, rubric.parse_rubric_score(reply.text))
     return results
 
 

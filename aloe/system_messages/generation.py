@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aloe.jsonl import existing_ids, iter_records, write_json
-from aloe.lockstep import Check, ItemState, Outcome, generate_checked, run_lockstep
+from aloe.lockstep import REQUEST_FAILED, Check, ItemState, Outcome, generate_checked, run_lockstep
 from aloe.messages import Message
 from aloe.models.base import ChatModel, SamplingParams
+from aloe.progress import Progress
 from aloe.prompts import render
 from aloe.records import Record
 from aloe.runs import RunFiles
@@ -323,7 +324,8 @@ class SystemMessageGenerator:
             if not pending:
                 return
         for state, key, _ in pending:
-            if self.settings.subdimension_fallback:
+            # A fallback stands in for a model that never named an aspect, not for a request that failed.
+            if self.settings.subdimension_fallback and not reasons[(id(state), key)].startswith(REQUEST_FAILED):
                 dimension = key.split(":")[1]
                 taken = {other.fields.get(key, "").lower() for other in siblings[state.instruction.id]}
                 free = [aspect for aspect in DIMENSION_GUIDE[dimension][2] if aspect.lower() not in taken]
@@ -416,5 +418,5 @@ def generate_rows(run: RunFiles, instructions: Sequence[Instruction], settings: 
 
         # One item per instruction, so sibling sets always share a group (their subdimensions differ).
         run_lockstep([generator.states([instruction], done) for instruction in pending], len(STEPS), advance,
-                     finish, fail_all, group_size=settings.group_size, on_group=progress)
+                     finish, fail_all, group_size=settings.group_size, on_group=progress, desc="instructions", unit="steps")
     return report

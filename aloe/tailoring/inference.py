@@ -24,6 +24,7 @@ from aloe.errors import RecordError
 from aloe.lockstep import generate_checked
 from aloe.messages import Message
 from aloe.models.base import ChatModel, SamplingParams
+from aloe.progress import Progress
 from aloe.prompts import available, render
 from aloe.tailoring.pairs import SIDES, PreferencePair, read_pairs
 
@@ -142,8 +143,10 @@ def infer_personas(model: ChatModel, pairs: Sequence[PreferencePair], exemplars:
     prompts = [inference_messages(pair, side, exemplars_for(exemplars, domain_of(pair, default_domain), settings.shots),
                                   domain_of(pair, default_domain)) for pair, side in asks]
     params = settings.params()
-    outcomes = generate_checked(model, prompts, params, parse_persona, max_attempts=1)
-    retry = [position for position, outcome in enumerate(outcomes) if not outcome.ok]
+    with Progress(len(prompts), "personas", "asks", enabled=bool(prompts)) as progress:
+        outcomes = generate_checked(model, prompts, params, parse_persona, max_attempts=1, progress=progress)
+    # A request that failed after its retries keeps its reason and is asked again, greedy, by the next run.
+    retry = [position for position, outcome in enumerate(outcomes) if not outcome.ok and not outcome.failed]
     if retry and settings.max_attempts > 1:
         # Greedy decoding would repeat itself: re-samples draw at a temperature, each a new cache key.
         again = generate_checked(model, [prompts[p] for p in retry],
