@@ -308,7 +308,7 @@ def test_conversation_provenance_describes_the_finished_run(openai_stub, tmp_pat
     ("generate_conversations", "conversations"),
     ("eval_aloe", "conversations"),
     ("infer_personas", "personas"),
-    ("generate_system_messages", "rows"),
+    ("generate_system_messages", "instructions"),
     ("generate_responses", "responses"),
     ("win_rate", "judging"),
     ("persona_accuracy", "judging"),

@@ -30,7 +30,6 @@ from aloe.jsonl import existing_ids, iter_records, write_json
 from aloe.lockstep import REQUEST_FAILED, Check, ItemState, Outcome, generate_checked, run_lockstep
 from aloe.messages import Message
 from aloe.models.base import ChatModel, SamplingParams
-from aloe.progress import Progress
 from aloe.prompts import render
 from aloe.records import Record
 from aloe.runs import RunFiles
