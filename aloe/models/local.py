@@ -224,6 +224,11 @@ class LocalChatModel(ChatModel):
             # batch 16 that copy costs more than the model (docs/BENCHMARKS.md). Not on GPUs, where a static
             # cache switches on torch.compile, which would recompile for every new batch shape.
             kwargs.update(cache_implementation="static")
+            # transformers sizes a static cache to the longest of all earlier calls in this process, so a
+            # chunk's attention length (and, in bf16, its replies) would depend on what ran before it: a
+            # resumed run, which skips the cached calls, would differ from an uninterrupted one. Sized by
+            # the chunk alone, a reply depends only on its chunk (docs/evaluation.md, "Resume").
+            self.model._previous_max_cache_length = -1
         started = time.perf_counter()
         output = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
         latency = time.perf_counter() - started
