@@ -107,14 +107,15 @@ class Outcome(Generic[V]):
     """One item's result of a checked generation.
 
     `value` is the parsed output (with `keep_unaccepted`, also the last rejected one); `reason` is None
-    when accepted, else why not ("empty reply after 2 attempts"); `raw` the last output's text and
-    `attempts` how many samples were drawn.
+    when accepted, else why not ("empty reply after 2 attempts"); `raw` the last output's text,
+    `attempts` how many samples were drawn and `reply` the last reply (its finish reason, token counts).
     """
 
     value: V | None
     reason: str | None
     raw: str = ""
     attempts: int = 0
+    reply: Reply | None = None
 
     @property
     def ok(self) -> bool:
@@ -132,7 +133,7 @@ def generate_checked(model: ChatModel, prompts: Sequence[Sequence[Message]], par
     output still rejected after the last attempt is returned as accepted (the caller stores its
     reason elsewhere, e.g. a judge's unparsed verdict).
     """
-    results: list[tuple[Any, str | None, str, int]] = [(None, "not generated", "", 0)] * len(prompts)
+    results: list[tuple[Any, str | None, Reply | None, int]] = [(None, "not generated", None, 0)] * len(prompts)
     todo = list(range(len(prompts)))
     for attempt in range(max_attempts):
         if not todo:
@@ -140,13 +141,13 @@ def generate_checked(model: ChatModel, prompts: Sequence[Sequence[Message]], par
         replies = generate(model, [prompts[i] for i in todo], params, first_sample + attempt)
         for position, reply in zip(todo, replies):
             value, reason = check(reply.text)
-            results[position] = (value, reason, reply.text, attempt + 1)
+            results[position] = (value, reason, reply, attempt + 1)
         todo = [position for position in todo if results[position][1] is not None]
     outcomes = []
-    for value, reason, raw, attempts in results:
+    for value, reason, reply, attempts in results:
         if reason is not None:
             reason = None if keep_unaccepted else f"{reason} after {max_attempts} attempts"
-        outcomes.append(Outcome(value, reason, raw, attempts))
+        outcomes.append(Outcome(value, reason, reply.text if reply else "", attempts, reply))
     return outcomes
 
 

@@ -19,7 +19,8 @@ from aloe.errors import AloeError
 from aloe.jsonl import read_json
 from aloe.system_messages.benchmark import plot_results, results_table
 
-COLUMNS = ("model", "conversations", "turns", "AL(1)", "AL(K)", "mean AL", "IR", "N-IR", "R²", "parse rate")
+COLUMNS = ("model", "conversations", "turns", "AL(1)", "AL(K)", "mean AL", "IR", "N-IR", "R²", "parse rate",
+           "cut at cap (replies / user)")
 
 
 def load_result(path: str | Path):
@@ -74,6 +75,7 @@ def table(results: list[AloeResult]) -> str:
             _with_ci(m["mean_al"], m["mean_al_ci"]), _with_ci(m["ir"], m["ir_ci"], "{:+.3f}"),
             _with_ci(m["n_ir"], m["n_ir_ci"], "{:+.3f}"), _num(m["r2"]),
             "n/a" if rate is None else f"{rate:.0%} ({m['parsed']}/{m['parsed'] + m['unparsed']})",
+            f"{_num(result.truncated.get('model'), '{:.0%}')} / {_num(result.truncated.get('user'), '{:.0%}')}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     judges = sorted({f"user {r.models['user']}, judge {r.models['judge']}" for r in results})
@@ -82,7 +84,9 @@ def table(results: list[AloeResult]) -> str:
     differing = protocol_differences(results)
     if differing:
         notes.append(f"Warning: the results differ in {differing}, so their numbers do not compare.")
-    notes.append("Brackets: 95% bootstrap intervals over conversations. IR and N-IR are per turn.")
+    notes.append("Brackets: 95% bootstrap intervals over conversations. IR and N-IR are per turn. Cut at cap: "
+                 "share of the model's replies and of the simulated user's messages that hit their token cap "
+                 "(per turn in each result's `truncated`).")
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 

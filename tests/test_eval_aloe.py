@@ -47,6 +47,9 @@ SCRIPTS = {
     "judge": _score_of,
     "mute": lambda messages: "What a lovely reply!",  # never gives a verdict
     "flaky": lambda messages: "What a lovely reply!" if FLAKY["mute"] else _score_of(messages),
+    # a simulator whose first message of every conversation runs into its token cap
+    "rambling": lambda messages: Reply(text=_user_turn(messages), finish_reason="length" if _user_turn(
+        messages).startswith("Turn 1:") else "stop"),
 }
 
 
@@ -67,11 +70,15 @@ class ScriptedModel(ChatModel):
             FLAKY["sample_indices"].append(list(sample_indices) if sample_indices is not None else None)
         if INTERRUPT["after"] is not None and INTERRUPT["calls"] > INTERRUPT["after"]:
             raise KeyboardInterrupt
-        replies = [Reply(text=self.script(list(c)), model=self.spec) for c in conversations]
+        replies = [_as_reply(self.script(list(c)), self.spec) for c in conversations]
         for position, reply in enumerate(replies):
             if on_reply:
                 on_reply(position, reply)
         return replies
+
+
+def _as_reply(output, spec: str) -> Reply:
+    return Reply(text=output, model=spec) if isinstance(output, str) else output
 
 
 class RecordingModel(ChatModel):
@@ -455,3 +462,22 @@ def test_embedded_model_in_every_role(tmp_path, capsys):
     assert output.with_suffix(".png").is_file()
     assert result["models"] == {"model": "embedded", "user": "embedded", "judge": "embedded"}
     assert all(len(record["turns"]) >= 1 for record in _records(tmp_path / "aloe/embedded.records.jsonl"))
+
+
+def test_caps_follow_the_papers_and_the_result_reports_truncation_per_turn(tiny_model_dir, personas, tmp_path, capsys):
+    defaults = eval_aloe.build_parser().parse_args([])
+    assert (defaults.max_new_tokens, defaults.user_max_new_tokens) == (300, 300)  # the paper's 300-token cap
+    argv = _args(tmp_path, personas, tiny_model_dir, "--limit", "3", "--turns", "2")
+    argv[argv.index("scripted:user")] = "scripted:rambling"
+    assert eval_aloe.main(argv) == 0
+    records = _records(tmp_path / "out/tiny.records.jsonl")
+    assert [[turn["user_finish_reason"] for turn in r["turns"]] for r in records] == [["length", "stop"]] * 3
+    result = json.loads((tmp_path / "out/tiny.json").read_text())
+    cut = result["truncated"]
+    replies = [turn["finish_reason"] for r in records for turn in r["turns"]]
+    assert cut["model"] == pytest.approx(replies.count("length") / 6) and cut["user"] == pytest.approx(0.5)
+    assert [(row["turn"], row["replies"], row["user"]) for row in cut["per_turn"]] == [(1, 3, 1.0), (2, 3, 0.0)]
+    assert result["identity"]["max_new_tokens"] == 8 and result["identity"]["user_max_new_tokens"] == 300
+    assert "user messages 50%" in capsys.readouterr().out
+    assert report.main([str(tmp_path / "out/tiny.json"), "--output", str(tmp_path / "r.md")]) == 0
+    assert "cut at cap (replies / user)" in (tmp_path / "r.md").read_text() and "/ 50%" in (tmp_path / "r.md").read_text()

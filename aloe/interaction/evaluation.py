@@ -52,8 +52,10 @@ class EvalTurn(Record):
     turn: int = Field(ge=1)
     user: str
     reply: str
-    finish_reason: str = "stop"
+    finish_reason: str = "stop"  # of the reply: "length" when cut at the model's cap
     reply_tokens: int = 0
+    user_finish_reason: str | None = None  # of the simulator's message (null in records written before it was kept)
+    user_tokens: int = 0
     judge: TurnScore
 
 
@@ -102,11 +104,11 @@ class EvaluationSettings:
 
     helper_model: str = "embedded"  # default spec of the user simulator and the judge
     turns: int = 10  # paper: 10
-    max_new_tokens: int = 128  # the model under test
+    max_new_tokens: int = 300  # the model under test; the paper capped every reply at 300 tokens
     user_temperature: float = 0.7
-    user_max_new_tokens: int = 64
+    user_max_new_tokens: int = 300  # the paper's simulator had the same 300-token cap
     judge_temperature: float = 0.0  # greedy
-    judge_max_new_tokens: int = 64
+    judge_max_new_tokens: int = 64  # the verdict comes first (the paper's judge answered with the score alone)
     max_attempts: int = 3  # user simulator samples before an empty message ends a conversation
     group_size: int = 100
     bootstrap: int = 1000
@@ -152,25 +154,28 @@ class AloeEvaluation:
         # 1. the simulated user speaks; an empty message is re-sampled, then ends that conversation
         messages = user_turns(self.models.user, self.params.user, self.max_attempts,
                               [(s.item.profile.text, s.item.personality.text, eval_history(s)) for s in active])
-        speaking = []
+        speaking = []  # (state, the simulator's accepted Outcome)
         for state, message in zip(active, messages):
             if message.ok:
-                speaking.append((state, message.value))
+                speaking.append((state, message))
             else:
                 state.done = True
                 state.stopped = f"the user simulator gave an empty message at turn {k + 1} ({self.max_attempts} attempts)"
 
         # 2. the model under test sees the conversation only, exactly as a user would show it (with
         #    persona_system_message, also a system message stating the user's persona)
-        chats = [[*self._system(state.item), *eval_history(state), {"role": "user", "content": message}]
+        chats = [[*self._system(state.item), *eval_history(state), {"role": "user", "content": message.value}]
                  for state, message in speaking]
         replies = generate(self.models.model, chats, self.params.model)
 
         # 3. the judge scores every reply; the unparsed ones are asked once more with a reminder
-        judged = self.judge([(state.item, message, reply.text) for (state, message), reply in zip(speaking, replies)])
+        judged = self.judge([(state.item, message.value, reply.text)
+                             for (state, message), reply in zip(speaking, replies)])
         for (state, message), reply, score in zip(speaking, replies, judged):
-            state.turns.append(EvalTurn(turn=k + 1, user=message, reply=reply.text, finish_reason=reply.finish_reason,
-                                        reply_tokens=reply.completion_tokens, judge=score))
+            state.turns.append(EvalTurn(turn=k + 1, user=message.value, reply=reply.text,
+                                        finish_reason=reply.finish_reason, reply_tokens=reply.completion_tokens,
+                                        user_finish_reason=message.reply.finish_reason,
+                                        user_tokens=message.reply.completion_tokens, judge=score))
 
     def _system(self, pair: PersonaPair) -> list[Message]:
         if not self.persona_system_message:

@@ -48,6 +48,9 @@ class AloeResult(Record):
     metrics: dict[str, Any]  # aloe.metrics.alignment_metrics
     first_unparsed_reason: str | None = None
     stopped_early: int = 0
+    # Share of messages cut at their token cap (`identity` holds the caps): {"model", "user", "per_turn":
+    # [{"turn", "replies", "model", "user"}]}; a share is null where nothing says (older records).
+    truncated: dict[str, Any] = {}
     provenance: dict[str, Any] = {}
 
 
@@ -77,6 +80,22 @@ def first_unparsed_reason(records: Sequence[EvalRecord]) -> str | None:
     return None
 
 
+def truncation(records: Sequence[EvalRecord], turns: int) -> dict[str, Any]:
+    """How many replies (model) and simulated user messages (user) hit their token cap, overall and per turn."""
+
+    def share(turns_at: list, reason: Callable) -> float | None:
+        known = [reason(turn) for turn in turns_at if reason(turn) is not None]
+        return sum(r == "length" for r in known) / len(known) if known else None
+
+    model, user = (lambda turn: turn.finish_reason), (lambda turn: turn.user_finish_reason)
+    every = [turn for record in records for turn in record.turns]
+    per_turn = []
+    for k in range(1, turns + 1):
+        at_k = [turn for turn in every if turn.turn == k]
+        per_turn.append({"turn": k, "replies": len(at_k), "model": share(at_k, model), "user": share(at_k, user)})
+    return {"model": share(every, model), "user": share(every, user), "per_turn": per_turn}
+
+
 def write_result(run: RunFiles, settings: dict, identity: dict, records: Sequence[EvalRecord], models: dict
                  ) -> AloeResult:
     """Metrics from the records, the result JSON and its plot, for the run `run`."""
@@ -93,6 +112,7 @@ def write_result(run: RunFiles, settings: dict, identity: dict, records: Sequenc
         metrics=metrics,
         first_unparsed_reason=first_unparsed_reason(records),
         stopped_early=sum(record.stopped is not None for record in records),
+        truncated=truncation(records, identity["turns"]),
         provenance=provenance(settings, models, list(PROMPTS)),
     )
     write_json(run.main, result.model_dump(mode="json"))
@@ -215,10 +235,13 @@ def summary(result: AloeResult, path: Path, elapsed: float, extra: str = "") -> 
     def num(value, fmt="{:.2f}"):
         return "n/a" if value is None else fmt.format(value)
 
+    cut = result.truncated
+
     return (f"{result.name}: {m['conversations']} conversations x {m['turns']} turns{extra}; "
             f"AL(1) {num(m['al'][0])}, AL({m['turns']}) {num(m['al'][-1])}, mean AL {num(m['mean_al'])}, "
             f"IR {num(m['ir'], '{:+.3f}')}, N-IR {num(m['n_ir'], '{:+.3f}')}; "
-            f"{m['parsed']} scores parsed, {m['unparsed']} unparsed; wrote {result.records}, "
+            f"{m['parsed']} scores parsed, {m['unparsed']} unparsed; cut at the token cap: replies "
+            f"{num(cut.get('model'), '{:.0%}')}, user messages {num(cut.get('user'), '{:.0%}')}; wrote {result.records}, "
             f"{result.plot} and {path} in {elapsed:.1f}s")
 
 
