@@ -81,6 +81,8 @@ def table(results: list[AloeResult]) -> str:
     judges = sorted({f"user {r.models['user']}, judge {r.models['judge']}" for r in results})
     notes = [f"Simulator and judge: {'; '.join(judges)}." if len(judges) == 1 else
              f"Warning: the results used different simulators or judges ({'; '.join(judges)}), so they do not compare."]
+    persona_sets = sorted({(r.persona_set or {}).get("name", "unrecorded") for r in results})
+    notes.append(f"Persona set: {'; '.join(persona_sets)}.")
     differing = protocol_differences(results)
     if differing:
         notes.append(f"Warning: the results differ in {differing}, so their numbers do not compare.")

@@ -481,3 +481,39 @@ def test_caps_follow_the_papers_and_the_result_reports_truncation_per_turn(tiny_
     assert "user messages 50%" in capsys.readouterr().out
     assert report.main([str(tmp_path / "out/tiny.json"), "--output", str(tmp_path / "r.md")]) == 0
     assert "cut at cap (replies / user)" in (tmp_path / "r.md").read_text() and "/ 50%" in (tmp_path / "r.md").read_text()
+
+
+def _authors_layout(folder: Path, profiles: int, personalities: int) -> tuple[Path, Path]:
+    """Evaluation files laid out as the ALOE authors published theirs: one bare JSON string per line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    profile_file, personality_file = folder / "profile_eval.jsonl", folder / "personality_eval.jsonl"
+    profile_file.write_text("\n".join(json.dumps(f"He is {30 + i}, keeps bees and fixes bikes {i}.")
+                                      for i in range(profiles)))  # their file ends without a newline
+    personality_file.write_text("".join(json.dumps(f"She is cheerful and blunt, type {i}.") + "\n"
+                                        for i in range(personalities)))
+    return profile_file, personality_file
+
+
+def test_the_authors_evaluation_files_give_the_papers_pairs(tmp_path):
+    from aloe.interaction.evaluation import load_persona_set
+
+    personas = load_persona_set(*_authors_layout(tmp_path, 20, 7))
+    pairs = personas.pairs()
+    assert len(pairs) == 100 and len({pair.id for pair in pairs}) == 100  # not 20 x 7 = 140
+    used = {pair.personality.text for pair in pairs}
+    assert used == {f"She is cheerful and blunt, type {i}." for i in range(5)}  # the first 5, as the paper read them
+    assert personas.describe()["pairs"] == 100 and "first 5 of 7" in personas.name
+    assert len(load_persona_set(*_authors_layout(tmp_path, 20, 7), personalities_used=7).pairs()) == 140
+
+
+def test_a_result_names_and_hashes_its_persona_set(tiny_model_dir, tmp_path, capsys):
+    authors = _authors_layout(tmp_path / "authors", 3, 7)
+    assert eval_aloe.main(_args(tmp_path, authors, tiny_model_dir, "--turns", "1")) == 0
+    result = json.loads((tmp_path / "out/tiny.json").read_text())
+    assert result["metrics"]["conversations"] == 15
+    persona_set = result["persona_set"]
+    assert persona_set["hash"] == result["identity"]["personas"] and persona_set["pairs"] == 15
+    assert persona_set["name"] == "profile_eval.jsonl x personality_eval.jsonl (first 5 of 7 personalities)"
+    capsys.readouterr()
+    assert report.main([str(tmp_path / "out/tiny.json"), "--output", str(tmp_path / "r.md")]) == 0
+    assert "Persona set: profile_eval.jsonl x personality_eval.jsonl" in (tmp_path / "r.md").read_text()

@@ -24,7 +24,7 @@ from pathlib import Path
 from pydantic import Field
 
 from aloe.errors import AloeError
-from aloe.interaction.personas import PersonaPair
+from aloe.interaction.personas import PersonaPair, load_pool, ordered_pairs
 from aloe.interaction.simulation import USER_SIMULATOR_PROMPTS, user_turns
 from aloe.judges import JudgedScore, Verdict
 from aloe.judges import score as score_judge
@@ -85,6 +85,45 @@ def read_eval_records(path: str | Path) -> list[EvalRecord]:
 def personas_hash(profiles: Sequence[Persona], personalities: Sequence[Persona]) -> str:
     payload = json.dumps([[(p.id, p.text) for p in profiles], [(p.id, p.text) for p in personalities]])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# The paper's benchmark paired each of its 20 evaluation profiles with the first 5 of its 7 evaluation
+# personalities (100 pairs); its files hold the other 2 personalities unused.
+PERSONALITIES_USED = 5
+
+
+@dataclass(frozen=True)
+class PersonaSet:
+    """The profiles and personalities a benchmark run pairs, with the name and hash its result records."""
+
+    profiles: list[Persona]
+    personalities: list[Persona]  # the ones used: the first `PERSONALITIES_USED` of the file by default
+    name: str
+    personalities_in_file: int
+
+    @property
+    def hash(self) -> str:
+        return personas_hash(self.profiles, self.personalities)
+
+    def pairs(self) -> list[PersonaPair]:
+        return ordered_pairs(self.profiles, self.personalities)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "hash": self.hash, "profiles": len(self.profiles),
+                "personalities": len(self.personalities), "personalities_in_file": self.personalities_in_file,
+                "pairs": len(self.profiles) * len(self.personalities)}
+
+
+def load_persona_set(profiles: str | Path, personalities: str | Path,
+                     personalities_used: int | None = PERSONALITIES_USED) -> PersonaSet:
+    """Every profile of `profiles` with the first `personalities_used` personalities (None: all of them),
+    as the paper read its evaluation files: 20 profiles x the first 5 of 7 personalities = 100 pairs."""
+    profile_pool, personality_pool = load_pool(profiles), load_pool(personalities)
+    used = personality_pool[:personalities_used] if personalities_used else personality_pool
+    name = f"{Path(profiles).name} x {Path(personalities).name}"
+    if len(used) < len(personality_pool):
+        name += f" (first {len(used)} of {len(personality_pool)} personalities)"
+    return PersonaSet(profile_pool, used, name, len(personality_pool))
 
 
 def prompt_hashes() -> dict[str, str]:

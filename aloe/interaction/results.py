@@ -51,6 +51,9 @@ class AloeResult(Record):
     # Share of messages cut at their token cap (`identity` holds the caps): {"model", "user", "per_turn":
     # [{"turn", "replies", "model", "user"}]}; a share is null where nothing says (older records).
     truncated: dict[str, Any] = {}
+    # Which personas: {"name", "hash" (= identity.personas), "profiles", "personalities", "personalities_in_file",
+    # "pairs"}; null in results written before it was recorded.
+    persona_set: dict[str, Any] | None = None
     provenance: dict[str, Any] = {}
 
 
@@ -113,6 +116,7 @@ def write_result(run: RunFiles, settings: dict, identity: dict, records: Sequenc
         first_unparsed_reason=first_unparsed_reason(records),
         stopped_early=sum(record.stopped is not None for record in records),
         truncated=truncation(records, identity["turns"]),
+        persona_set=settings.get("persona_set"),
         provenance=provenance(settings, models, list(PROMPTS)),
     )
     write_json(run.main, result.model_dump(mode="json"))
