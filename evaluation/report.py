@@ -94,7 +94,7 @@ def table(results: list[AloeResult]) -> str:
 
 # What must match for two ALOE results to compare: everything in the run identity but the model under
 # test and its own dtype (the simulator and judge are named in the line above).
-NOT_PROTOCOL = {"model", "user_model", "judge_model", "dtype", "seed"}
+NOT_PROTOCOL = {"model", "user_model", "judge_model", "dtype", "seed", "model_weights"}
 
 
 def protocol_differences(results: list[AloeResult]) -> str:

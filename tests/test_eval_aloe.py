@@ -517,3 +517,25 @@ def test_a_result_names_and_hashes_its_persona_set(tiny_model_dir, tmp_path, cap
     capsys.readouterr()
     assert report.main([str(tmp_path / "out/tiny.json"), "--output", str(tmp_path / "r.md")]) == 0
     assert "Persona set: profile_eval.jsonl x personality_eval.jsonl" in (tmp_path / "r.md").read_text()
+
+
+def test_a_model_retrained_into_the_same_folder_never_gets_the_old_records(tiny_model_dir, personas, tmp_path, capsys):
+    import shutil
+
+    from test_cache import retrain_in_place
+
+    folder = tmp_path / "model_output" / "tiny_dpo"
+    shutil.copytree(tiny_model_dir, folder)
+    argv = _args(tmp_path, personas, folder, "--limit", "2", "--turns", "1")
+    assert eval_aloe.main(argv) == 0
+    before = (tmp_path / "out/tiny.records.jsonl").read_text()
+    fingerprint = json.loads((tmp_path / "out/tiny.json").read_text())["identity"]["model_weights"]
+
+    retrain_in_place(folder)
+    capsys.readouterr()
+    assert eval_aloe.main(argv) == 1  # refused with one line: the records are of the old weights
+    line = _error_line(capsys)
+    assert "model_weights" in line and "--overwrite" in line
+    assert (tmp_path / "out/tiny.records.jsonl").read_text() == before
+    assert eval_aloe.main([*argv, "--overwrite"]) == 0
+    assert json.loads((tmp_path / "out/tiny.json").read_text())["identity"]["model_weights"] != fingerprint

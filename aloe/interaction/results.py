@@ -135,10 +135,25 @@ def run_identity(args, personas: str) -> dict:
     identity = {key: getattr(args, key) for key in IDENTITY_KEYS}
     specs = [identity["model"], identity["user_model"], identity["judge_model"]]
     identity.update(personas=personas, prompts=prompt_hashes(), dtype=local_dtype(args.dtype, specs))
+    for role, key in (("model", "model"), ("user", "user_model"), ("judge", "judge_model")):
+        # A model retrained into the same folder is another model: its result must not resume the old one.
+        fingerprint = local_weights(identity[key])
+        if fingerprint:  # only for local folders, so results of API models keep their settings hash
+            identity[f"{role}_weights"] = fingerprint
     if getattr(args, "persona_system_message", False):
         # Only when set, so results written before the flag existed keep their settings hash.
         identity["persona_system_message"] = prompt_hash(PERSONA_SYSTEM_PROMPT)
     return identity
+
+
+def local_weights(spec: str) -> str | None:
+    """The weights fingerprint of a spec naming a local checkpoint folder (None for API, hub and embedded models)."""
+    resolved = resolve_spec(spec)
+    if resolved.backend != "hf":
+        return None
+    from aloe.models.local import weights_fingerprint
+
+    return weights_fingerprint(resolved.target)
 
 
 def local_dtype(choice: str, specs) -> str | None:
