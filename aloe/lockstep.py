@@ -138,10 +138,10 @@ class Outcome(Generic[V]):
     """One item's result of a checked generation.
 
     `value` is the parsed output (with `keep_unaccepted`, also the last rejected one); `reason` is None
-    when accepted, else why not ("empty reply after 2 attempts"); `raw` the last output's text and
-    `attempts` how many samples were drawn. `failed`: the request failed
-    after the backend's retries, so nothing was answered (or cached): the stage records the item as
-    failed and a later run asks the same again.
+    when accepted, else why not ("empty reply after 2 attempts"); `raw` the last output's text,
+    `attempts` how many samples were drawn and `reply` the last reply (its finish reason, token counts).
+    `failed`: the request failed after the backend's retries, so nothing was answered (or cached): the
+    stage records the item as failed and a later run asks the same again.
     """
 
     value: V | None
@@ -149,6 +149,7 @@ class Outcome(Generic[V]):
     raw: str = ""
     attempts: int = 0
     failed: bool = False
+    reply: Reply | None = None
 
     @property
     def ok(self) -> bool:
@@ -181,7 +182,7 @@ def generate_checked(model: ChatModel, prompts: Sequence[Sequence[Message]], par
             value, reason = check(reply.text)
             if reason is not None and attempt + 1 == max_attempts:
                 reason = None if keep_unaccepted else f"{reason} after {max_attempts} attempts"
-            outcomes[position] = Outcome(value, reason, reply.text, attempt + 1)
+            outcomes[position] = Outcome(value, reason, reply.text, attempt + 1, reply=reply)
         todo = [position for position in todo if not outcomes[position].ok and not outcomes[position].failed]
     return outcomes
 

@@ -16,10 +16,10 @@ import time
 from aloe.cli import ArgumentParser, add_model_args, add_run_args, cli_main, model_pool, positive_int, role_spec, sampling_params, take_shard
 from aloe.errors import AloeError
 from aloe.interaction.conversations import (
-    CONTINUE_RULES, PROMPTS, ROLES, ConversationGenerator, GenerationSettings, generate_conversations,
+    CONTINUE_RULES, ROLES, ConversationGenerator, GenerationSettings, generate_conversations,
 )
 from aloe.interaction.personas import load_pool, pair_personas
-from aloe.judges.preference import ON_TIE_RULES
+from aloe.judges.preference import JUDGE_PROMPTS, ON_TIE_RULES
 from aloe.lockstep import Roles
 from aloe.provenance import provenance
 from aloe.runs import RunFiles
@@ -39,6 +39,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--on-tie", choices=ON_TIE_RULES, default=DEFAULTS.on_tie,
                         help="when the two judge orders disagree or give no verdict: prefer the hinted reply, "
                              "end the conversation there (skip), or pick at random")
+    parser.add_argument("--judge-prompt", choices=list(JUDGE_PROMPTS), default=DEFAULTS.judge_prompt,
+                        help="the preference judge's prompt: transcript (ours: sees the conversation, gives a short "
+                             "reason, then the verdict) or paper (the ALOE paper's layout: persona and the two "
+                             "replies only, verdict without analysis); recorded in each conversation's meta")
     parser.add_argument("--judge-temperature", type=float, default=DEFAULTS.judge_temperature,
                         help="the preference judge's temperature (default: greedy; the other roles use --temperature)")
     parser.add_argument("--max-attempts", type=positive_int, default=DEFAULTS.max_attempts,
@@ -58,7 +62,7 @@ def main(argv=None):
     settings = GenerationSettings(
         num_conversations=args.num_conversations, turns=args.turns, continue_rule=args.continue_rule,
         on_tie=args.on_tie, seed=args.seed, max_attempts=args.max_attempts,
-        judge_temperature=args.judge_temperature, group_size=args.group_size)
+        judge_temperature=args.judge_temperature, group_size=args.group_size, judge_prompt=args.judge_prompt)
     pairs = take_shard(pair_personas(load_pool(args.profiles), load_pool(args.personalities),
                                      args.num_conversations, args.seed), args.shard)
 
@@ -69,7 +73,7 @@ def main(argv=None):
 
     def provenance_of(generator: ConversationGenerator) -> dict:
         return provenance(settings=vars(args), models={role: model.describe() for role, model in generator.models.items()},
-                          prompts=list(PROMPTS))
+                          prompts=list(settings.prompts))
 
     with run.open(overwrite=args.overwrite):
         report = generate_conversations(run, pairs, settings, load_generator, role_spec(args, "judge"), provenance_of)

@@ -20,8 +20,7 @@ from aloe.cli import (
     take_shard,
 )
 from aloe.errors import AloeError
-from aloe.interaction.evaluation import ROLES, EvaluationSettings, personas_hash
-from aloe.interaction.personas import load_pool, ordered_pairs
+from aloe.interaction.evaluation import PERSONALITIES_USED, ROLES, EvaluationSettings, load_persona_set
 from aloe.interaction.results import evaluate, merge_results, run_identity, summary
 from aloe.lockstep import Roles
 from aloe.models import resolve_spec, short_name
@@ -43,6 +42,9 @@ def build_parser() -> ArgumentParser:
     group.add_argument("--profiles", default=str(DATASETS / "profiles.jsonl"), help="evaluation profiles (20 shipped)")
     group.add_argument("--personalities", default=str(DATASETS / "personalities.jsonl"),
                        help="evaluation personalities (5 shipped)")
+    group.add_argument("--personalities-used", type=positive_int, default=PERSONALITIES_USED,
+                       help="pair every profile with the first N personalities of the file (default: the paper's "
+                            "5; its evaluation file holds 7)")
     group.add_argument("--turns", type=int, default=DEFAULTS.turns, help="turns per conversation (paper: 10)")
     group.add_argument("--persona-system-message", action="store_true",
                        help="tell the model under test who the user is, in a system message (an upper bound, "
@@ -86,11 +88,12 @@ def main(argv=None):
         if args.merge:
             result, note = merge_results(run)
         else:
-            profiles, personalities = load_pool(args.profiles), load_pool(args.personalities)
-            pairs = ordered_pairs(profiles, personalities)
+            personas = load_persona_set(args.profiles, args.personalities, args.personalities_used)
+            pairs = personas.pairs()
             pairs = take_shard(pairs[:args.limit] if args.limit else pairs, args.shard)
             settings = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
             settings["shard"] = list(args.shard) if args.shard else None
+            settings["persona_set"] = personas.describe()
             args.cache = str(run.cache(args.cache))
             stage = EvaluationSettings(
                 turns=args.turns, max_new_tokens=args.max_new_tokens, user_temperature=args.user_temperature,
@@ -102,7 +105,7 @@ def main(argv=None):
                 pool = model_pool(args, run.main)
                 return Roles(**{role: pool.get(spec) for role, spec in specs.items()})
 
-            result = evaluate(run, pairs, run_identity(args, personas_hash(profiles, personalities)), settings,
+            result = evaluate(run, pairs, run_identity(args, personas.hash), settings,
                               load_models, stage.role_params(sampling_params(args)), stage)
             note = ""
     print(summary(result, run.main, time.perf_counter() - started, note))

@@ -22,7 +22,8 @@ from aloe.interaction.results import AloeResult, plot_levels
 from aloe.jsonl import read_json_as
 from aloe.system_messages.results import MultifacetedResult, plot_results, results_table
 
-COLUMNS = ("model", "conversations", "turns", "AL(1)", "AL(K)", "mean AL", "IR", "N-IR", "R²", "parse rate")
+COLUMNS = ("model", "conversations", "turns", "AL(1)", "AL(K)", "mean AL", "IR", "N-IR", "R²", "parse rate",
+           "cut at cap (replies / user)")
 
 # Either result kind, told apart by the `benchmark` field each file carries.
 RESULT = TypeAdapter(Annotated[AloeResult | MultifacetedResult, Field(discriminator="benchmark")])
@@ -59,21 +60,26 @@ def table(results: list[AloeResult]) -> str:
             _with_ci(m["mean_al"], m["mean_al_ci"]), _with_ci(m["ir"], m["ir_ci"], "{:+.3f}"),
             _with_ci(m["n_ir"], m["n_ir_ci"], "{:+.3f}"), _num(m["r2"]),
             "n/a" if rate is None else f"{rate:.0%} ({m['parsed']}/{m['parsed'] + m['unparsed']})",
+            f"{_num(result.truncated.get('model'), '{:.0%}')} / {_num(result.truncated.get('user'), '{:.0%}')}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     judges = sorted({f"user {r.models['user']}, judge {r.models['judge']}" for r in results})
     notes = [f"Simulator and judge: {'; '.join(judges)}." if len(judges) == 1 else
              f"Warning: the results used different simulators or judges ({'; '.join(judges)}), so they do not compare."]
+    persona_sets = sorted({(r.persona_set or {}).get("name", "unrecorded") for r in results})
+    notes.append(f"Persona set: {'; '.join(persona_sets)}.")
     differing = protocol_differences(results)
     if differing:
         notes.append(f"Warning: the results differ in {differing}, so their numbers do not compare.")
-    notes.append("Brackets: 95% bootstrap intervals over conversations. IR and N-IR are per turn.")
+    notes.append("Brackets: 95% bootstrap intervals over conversations. IR and N-IR are per turn. Cut at cap: "
+                 "share of the model's replies and of the simulated user's messages that hit their token cap "
+                 "(per turn in each result's `truncated`).")
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
 # What must match for two ALOE results to compare: everything in the run identity but the model under
 # test and its own dtype (the simulator and judge are named in the line above).
-NOT_PROTOCOL = {"model", "user_model", "judge_model", "dtype", "seed"}
+NOT_PROTOCOL = {"model", "user_model", "judge_model", "dtype", "seed", "model_weights"}
 
 
 def protocol_differences(results: list[AloeResult]) -> str:

@@ -15,5 +15,5 @@ export CONVERSATIONS=4 TURNS=3 GENERATION_ARGS="--max-new-tokens 48"
 # The 135M judge often disagrees with itself across the two orders; the toy run trains on those turns
 # too so it always has data (real runs leave undecided turns out, the default).
 export TRAIN_STEPS=2 TRAIN_ARGS="--batch-size 2 --max-length 384 --include-undecided"
-export EVAL_LIMIT=5 EVAL_TURNS=3 EVAL_ARGS="--max-new-tokens 48"
+export EVAL_LIMIT=5 EVAL_TURNS=3 EVAL_ARGS="--max-new-tokens 48 --user-max-new-tokens 48"
 time bash scripts/pipeline.sh

@@ -123,11 +123,26 @@ def test_retrained_checkpoint_under_the_same_name_misses_the_cache(tiny_chatty_m
     cache = ResponseCache(tmp_path / "responses.sqlite")
     before = CachedChatModel(load_model(str(folder)), cache)
     before.generate(BATCH, GREEDY)
-    # Training writes new weights into the same folder: replies from the old weights must not come back.
+    # The same weights written again (a copy, a re-save) are the same model: their replies are reused.
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes())
+    assert CachedChatModel(load_model(str(folder)), cache).cache_identity() == before.cache_identity()
+    # Training writes new weights into the same folder: replies from the old weights must not come back.
+    retrain_in_place(folder)
     after = CachedChatModel(load_model(str(folder)), cache)
     assert after.cache_identity() != before.cache_identity()
     assert not any(reply.cached for reply in after.generate(BATCH, GREEDY))
     again = CachedChatModel(load_model(str(folder)), cache)
     assert all(reply.cached for reply in again.generate(BATCH, GREEDY))
+
+
+def retrain_in_place(folder) -> None:
+    """What a training run leaves in an output folder it had written before: other weights, same names."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.01)
+    model.save_pretrained(folder)

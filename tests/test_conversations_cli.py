@@ -97,6 +97,18 @@ def test_end_to_end_with_a_tiny_model_then_stats(tmp_path, base_args, pools):
     assert (tmp_path / "run" / "conversations.stats.png").stat().st_size > 1000
 
 
+def test_the_papers_judge_prompt_is_selectable_and_recorded(tmp_path, base_args):
+    output = tmp_path / "conversations.jsonl"
+    assert generate.main([*base_args, "--num-conversations", "1", "--turns", "1", "--judge-prompt", "paper",
+                          "--output", str(output)]) == 0
+    [record] = read_records(output, Conversation)
+    assert record.meta["judge_prompt"] == "paper"
+    assert "preference_judge_paper" in record.meta["prompts"] and "preference_judge" not in record.meta["prompts"]
+    provenance = json.loads((tmp_path / "conversations.provenance.json").read_text())
+    assert provenance["prompts"]["preference_judge_paper"] == record.meta["prompts"]["preference_judge_paper"]
+    assert provenance["settings"]["judge_prompt"] == "paper"
+
+
 def conversation_tree(record: dict) -> tuple:
     """What a conversation is, apart from its judge verdicts: the id and every turn's messages."""
     return record["id"], [(t["user"], t["assistant"][t["chosen"]], sorted(t["assistant"].values()))

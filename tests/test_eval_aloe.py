@@ -47,6 +47,9 @@ SCRIPTS = {
     "judge": _score_of,
     "mute": lambda messages: "What a lovely reply!",  # never gives a verdict
     "flaky": lambda messages: "What a lovely reply!" if FLAKY["mute"] else _score_of(messages),
+    # a simulator whose first message of every conversation runs into its token cap
+    "rambling": lambda messages: Reply(text=_user_turn(messages), finish_reason="length" if _user_turn(
+        messages).startswith("Turn 1:") else "stop"),
 }
 
 
@@ -67,11 +70,15 @@ class ScriptedModel(ChatModel):
             FLAKY["sample_indices"].append(list(sample_indices) if sample_indices is not None else None)
         if INTERRUPT["after"] is not None and INTERRUPT["calls"] > INTERRUPT["after"]:
             raise KeyboardInterrupt
-        replies = [Reply(text=self.script(list(c)), model=self.spec) for c in conversations]
+        replies = [_as_reply(self.script(list(c)), self.spec) for c in conversations]
         for position, reply in enumerate(replies):
             if on_reply:
                 on_reply(position, reply)
         return replies
+
+
+def _as_reply(output, spec: str) -> Reply:
+    return Reply(text=output, model=spec) if isinstance(output, str) else output
 
 
 class RecordingModel(ChatModel):
@@ -455,3 +462,85 @@ def test_embedded_model_in_every_role(tmp_path, capsys):
     assert output.with_suffix(".png").is_file()
     assert result["models"] == {"model": "embedded", "user": "embedded", "judge": "embedded"}
     assert all(len(record["turns"]) >= 1 for record in _records(tmp_path / "aloe/embedded.records.jsonl"))
+
+
+def test_caps_follow_the_papers_and_the_result_reports_truncation_per_turn(tiny_model_dir, personas, tmp_path, capsys):
+    defaults = eval_aloe.build_parser().parse_args([])
+    assert (defaults.max_new_tokens, defaults.user_max_new_tokens) == (300, 300)  # the paper's 300-token cap
+    argv = _args(tmp_path, personas, tiny_model_dir, "--limit", "3", "--turns", "2")
+    argv[argv.index("scripted:user")] = "scripted:rambling"
+    assert eval_aloe.main(argv) == 0
+    records = _records(tmp_path / "out/tiny.records.jsonl")
+    assert [[turn["user_finish_reason"] for turn in r["turns"]] for r in records] == [["length", "stop"]] * 3
+    result = json.loads((tmp_path / "out/tiny.json").read_text())
+    cut = result["truncated"]
+    replies = [turn["finish_reason"] for r in records for turn in r["turns"]]
+    assert cut["model"] == pytest.approx(replies.count("length") / 6) and cut["user"] == pytest.approx(0.5)
+    assert [(row["turn"], row["replies"], row["user"]) for row in cut["per_turn"]] == [(1, 3, 1.0), (2, 3, 0.0)]
+    assert result["identity"]["max_new_tokens"] == 8 and result["identity"]["user_max_new_tokens"] == 300
+    assert "user messages 50%" in capsys.readouterr().out
+    assert report.main([str(tmp_path / "out/tiny.json"), "--output", str(tmp_path / "r.md")]) == 0
+    assert "cut at cap (replies / user)" in (tmp_path / "r.md").read_text() and "/ 50%" in (tmp_path / "r.md").read_text()
+
+
+def _authors_layout(folder: Path, profiles: int, personalities: int) -> tuple[Path, Path]:
+    """Evaluation files laid out as the ALOE authors published theirs: one bare JSON string per line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    profile_file, personality_file = folder / "profile_eval.jsonl", folder / "personality_eval.jsonl"
+    profile_file.write_text("\n".join(json.dumps(f"He is {30 + i}, keeps bees and fixes bikes {i}.")
+                                      for i in range(profiles)))  # their file ends without a newline
+    personality_file.write_text("".join(json.dumps(f"She is cheerful and blunt, type {i}.") + "\n"
+                                        for i in range(personalities)))
+    return profile_file, personality_file
+
+
+def test_the_authors_evaluation_files_give_the_papers_pairs(tmp_path):
+    from aloe.interaction.evaluation import load_persona_set
+
+    personas = load_persona_set(*_authors_layout(tmp_path, 20, 7))
+    pairs = personas.pairs()
+    assert len(pairs) == 100 and len({pair.id for pair in pairs}) == 100  # not 20 x 7 = 140
+    used = {pair.personality.text for pair in pairs}
+    assert used == {f"She is cheerful and blunt, type {i}." for i in range(5)}  # the first 5, as the paper read them
+    assert personas.describe()["pairs"] == 100 and "first 5 of 7" in personas.name
+    assert len(load_persona_set(*_authors_layout(tmp_path, 20, 7), personalities_used=7).pairs()) == 140
+
+
+def test_a_result_names_and_hashes_its_persona_set(tiny_model_dir, tmp_path, capsys):
+    authors = _authors_layout(tmp_path / "authors", 3, 7)
+    assert eval_aloe.main(_args(tmp_path, authors, tiny_model_dir, "--turns", "1")) == 0
+    result = json.loads((tmp_path / "out/tiny.json").read_text())
+    assert result["metrics"]["conversations"] == 15
+    persona_set = result["persona_set"]
+    assert persona_set["hash"] == result["identity"]["personas"] and persona_set["pairs"] == 15
+    assert persona_set["name"] == "profile_eval.jsonl x personality_eval.jsonl (first 5 of 7 personalities)"
+    capsys.readouterr()
+    assert report.main([str(tmp_path / "out/tiny.json"), "--output", str(tmp_path / "r.md")]) == 0
+    assert "Persona set: profile_eval.jsonl x personality_eval.jsonl" in (tmp_path / "r.md").read_text()
+
+
+def test_a_model_retrained_into_the_same_folder_never_gets_the_old_records(tiny_model_dir, personas, tmp_path, capsys):
+    import shutil
+
+    from test_cache import retrain_in_place
+
+    folder = tmp_path / "model_output" / "tiny_dpo"
+    shutil.copytree(tiny_model_dir, folder)
+    argv = _args(tmp_path, personas, folder, "--limit", "2", "--turns", "1")
+    assert eval_aloe.main(argv) == 0
+    before = (tmp_path / "out/tiny.records.jsonl").read_text()
+    fingerprint = json.loads((tmp_path / "out/tiny.json").read_text())["identity"]["model_weights"]
+    shutil.copy(tmp_path / "out/tiny.json", tmp_path / "first.json")
+
+    retrain_in_place(folder)
+    capsys.readouterr()
+    assert eval_aloe.main(argv) == 1  # refused with one line: the records are of the old weights
+    line = _error_line(capsys)
+    assert "model_weights" in line and "--overwrite" in line
+    assert (tmp_path / "out/tiny.records.jsonl").read_text() == before
+    assert eval_aloe.main([*argv, "--overwrite"]) == 0
+    assert json.loads((tmp_path / "out/tiny.json").read_text())["identity"]["model_weights"] != fingerprint
+    # Two models under test have other weights by nature: the report compares them without a warning.
+    assert report.main([str(tmp_path / "first.json"), str(tmp_path / "out/tiny.json"),
+                        "--output", str(tmp_path / "r.md")]) == 0
+    assert "Warning" not in (tmp_path / "r.md").read_text()

@@ -194,3 +194,29 @@ def test_dtype_auto_follows_the_hardware_and_is_part_of_the_cache_identity(tiny_
     assert half.cache_identity() != full.cache_identity()  # their replies differ, so must their cache entries
     reply = half.chat([{"role": "user", "content": "hello"}], GREEDY)
     assert reply.completion_tokens == 10 and reply.text
+
+
+def test_a_chunk_attends_over_the_same_length_whatever_ran_before(tiny_chatty_model_dir, monkeypatch):
+    """Resume equals an uninterrupted run only if a chunk's replies depend on its members alone.
+
+    transformers sizes the CPU static cache to the longest earlier call of the process, so a resumed run
+    (which skips the cached calls) attended over fewer padded positions than the uninterrupted one; in
+    bf16 that changed replies (1 of 4 sampled replies of the embedded model, measured).
+    """
+    import transformers.generation.utils as generation_utils
+
+    lengths = []
+
+    class RecordingStaticCache(generation_utils.StaticCache):
+        def __init__(self, *args, **kwargs):
+            lengths.append(kwargs["max_cache_len"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(generation_utils, "StaticCache", RecordingStaticCache)
+    model = load_model(f"hf:{tiny_chatty_model_dir}", ModelOptions(batch_size=8, dtype="bf16"))
+    short = conversations()[:1]
+    model.generate(short, GREEDY)
+    fresh = lengths[-1]
+    model.generate([[{"role": "user", "content": "a long story about tea " * 40}]], GREEDY)
+    model.generate(short, GREEDY)
+    assert lengths[-1] == fresh

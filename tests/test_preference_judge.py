@@ -87,3 +87,19 @@ def test_judgement_round_trips_with_raw_text_and_order():
     assert again == judgement
     assert [o.raw for o in again.orders] == ["x [[A]]", "?"]
     assert again.orders[1].shown == ["plain", "hinted"] and again.orders[1].reason
+
+
+def test_the_papers_judge_sees_the_persona_and_the_two_replies_only():
+    from aloe.judges.preference import JUDGE_PROMPTS
+
+    item = PreferenceItem(profile="I keep bees in Vermont.", personality="Terse and wry.",
+                          history=({"role": "user", "content": "hey"}, {"role": "assistant", "content": "hi!"}),
+                          user_message="my bees swarmed today", hinted="HINTED-REPLY", plain="PLAIN-REPLY")
+    asks = PreferenceJudge(JUDGE_PROMPTS["paper"]).asks([item])
+    first, second = (messages[0]["content"] for _, _, messages in asks)
+    assert first.index("HINTED-REPLY") < first.index("PLAIN-REPLY") and second.index("PLAIN-REPLY") < second.index("HINTED-REPLY")
+    for prompt in (first, second):
+        assert "I keep bees in Vermont." in prompt and "Terse and wry." in prompt
+        assert "hi!" not in prompt and "my bees swarmed today" not in prompt  # no transcript, no user message
+        assert "[[A]]" in prompt and "not analyse" in prompt
+    assert parse_preference("[[B]]").value == "B"  # one parser for both prompts

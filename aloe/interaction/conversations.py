@@ -30,7 +30,8 @@ from aloe.interaction.simulation import USER_SIMULATOR_PROMPTS, user_turns
 from aloe.judges import Verdict
 from aloe.jsonl import existing_ids, read_records, rewrite_jsonl, write_json
 from aloe.judges.preference import (
-    ON_TIE_RULES, PreferenceItem, PreferenceJudge, branch_of, combine, judge_messages, judged_order, paired_replies,
+    JUDGE_PROMPTS, ON_TIE_RULES, PreferenceItem, PreferenceJudge, branch_of, combine, judge_messages, judged_order,
+    paired_replies,
 )
 from aloe.lockstep import ItemState, Roles, generate_checked, generate_some, history, non_empty, run_lockstep
 from aloe.messages import Message, format_transcript
@@ -43,7 +44,7 @@ log = logging.getLogger("generate_conversations")
 
 ROLES = ("user", "extractor", "assistant", "judge")
 CONTINUE_RULES = ("random", "preferred", "rejected")
-PROMPTS = (*USER_SIMULATOR_PROMPTS, "persona_extractor", "assistant_hinted", "assistant_plain", PreferenceJudge.prompt)
+ROLE_PROMPTS = (*USER_SIMULATOR_PROMPTS, "persona_extractor", "assistant_hinted", "assistant_plain")  # + the judge's
 
 # ---------------------------------------------------------------- persona extractor
 
@@ -115,6 +116,12 @@ class GenerationSettings:
     max_attempts: int = 2  # per step: an empty message or an unparsed verdict is re-sampled this often
     judge_temperature: float = 0.0  # the preference judge runs greedy; the other roles use --temperature
     group_size: int = 64  # conversations advanced together; each group is written when it finishes
+    judge_prompt: str = "transcript"  # a key of JUDGE_PROMPTS; "paper" is the ALOE paper's judge layout
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        """Every prompt file this run renders (their hashes go into each record and the provenance)."""
+        return (*ROLE_PROMPTS, JUDGE_PROMPTS[self.judge_prompt])
 
     def __post_init__(self):
         if self.turns < 1:
@@ -123,6 +130,8 @@ class GenerationSettings:
             raise AloeError(f"--continue must be one of {', '.join(CONTINUE_RULES)}, got {self.continue_rule!r}")
         if self.on_tie not in ON_TIE_RULES:
             raise AloeError(f"--on-tie must be one of {', '.join(ON_TIE_RULES)}, got {self.on_tie!r}")
+        if self.judge_prompt not in JUDGE_PROMPTS:
+            raise AloeError(f"--judge-prompt must be one of {', '.join(JUDGE_PROMPTS)}, got {self.judge_prompt!r}")
 
 
 Failure = Callable[[PersonaPair, int, str], None]  # (pair, 0-based turn, reason)
@@ -147,10 +156,11 @@ class ConversationGenerator:
         self.params = params
         self.judge_params = params.replace(temperature=settings.judge_temperature)
         self.settings = settings
-        self.judge = PreferenceJudge()
+        self.judge = PreferenceJudge(JUDGE_PROMPTS[settings.judge_prompt])
         self.meta = {
             "models": {role: models[role].spec for role in ROLES},
-            "prompts": {name: prompt_hash(name) for name in PROMPTS},
+            "prompts": {name: prompt_hash(name) for name in settings.prompts},
+            "judge_prompt": settings.judge_prompt,
             "seed": settings.seed,
             "continue": settings.continue_rule,
             "on_tie": settings.on_tie,
@@ -284,7 +294,7 @@ class ConversationGenerator:
                 item = _preference_item(conversation, k)
                 for o, order in enumerate(turn.judge.orders):
                     if order.verdict is None:
-                        messages = judge_messages(item, order.shown)
+                        messages = judge_messages(item, order.shown, self.judge.prompt)
                         asks.append((conversation, k, o, messages, self.settings.max_attempts + turn.judge.rejudged))
         if not asks:
             return []
@@ -384,6 +394,7 @@ def generate_conversations(run: RunFiles, pairs: Sequence[PersonaPair], settings
     unparsed = [conversation for conversation in stored if conversation.id in covered
                 and conversation.meta.get("models", {}).get("judge") == judge_spec
                 and conversation.meta.get("on_tie") == settings.on_tie
+                and conversation.meta.get("judge_prompt", "transcript") == settings.judge_prompt
                 and any(turn.verdict_missing for turn in conversation.conversations)]
     if not (pending or unparsed):
         return report

@@ -24,7 +24,7 @@ from pathlib import Path
 from pydantic import Field
 
 from aloe.errors import AloeError
-from aloe.interaction.personas import PersonaPair
+from aloe.interaction.personas import PersonaPair, load_pool, ordered_pairs
 from aloe.interaction.simulation import USER_SIMULATOR_PROMPTS, user_turns
 from aloe.judges import JudgedScore, Verdict
 from aloe.judges import score as score_judge
@@ -52,8 +52,10 @@ class EvalTurn(Record):
     turn: int = Field(ge=1)
     user: str
     reply: str
-    finish_reason: str = "stop"
+    finish_reason: str = "stop"  # of the reply: "length" when cut at the model's cap
     reply_tokens: int = 0
+    user_finish_reason: str | None = None  # of the simulator's message (null in records written before it was kept)
+    user_tokens: int = 0
     judge: TurnScore
 
 
@@ -85,6 +87,45 @@ def personas_hash(profiles: Sequence[Persona], personalities: Sequence[Persona])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+# The paper's benchmark paired each of its 20 evaluation profiles with the first 5 of its 7 evaluation
+# personalities (100 pairs); its files hold the other 2 personalities unused.
+PERSONALITIES_USED = 5
+
+
+@dataclass(frozen=True)
+class PersonaSet:
+    """The profiles and personalities a benchmark run pairs, with the name and hash its result records."""
+
+    profiles: list[Persona]
+    personalities: list[Persona]  # the ones used: the first `PERSONALITIES_USED` of the file by default
+    name: str
+    personalities_in_file: int
+
+    @property
+    def hash(self) -> str:
+        return personas_hash(self.profiles, self.personalities)
+
+    def pairs(self) -> list[PersonaPair]:
+        return ordered_pairs(self.profiles, self.personalities)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "hash": self.hash, "profiles": len(self.profiles),
+                "personalities": len(self.personalities), "personalities_in_file": self.personalities_in_file,
+                "pairs": len(self.profiles) * len(self.personalities)}
+
+
+def load_persona_set(profiles: str | Path, personalities: str | Path,
+                     personalities_used: int | None = PERSONALITIES_USED) -> PersonaSet:
+    """Every profile of `profiles` with the first `personalities_used` personalities (None: all of them),
+    as the paper read its evaluation files: 20 profiles x the first 5 of 7 personalities = 100 pairs."""
+    profile_pool, personality_pool = load_pool(profiles), load_pool(personalities)
+    used = personality_pool[:personalities_used] if personalities_used else personality_pool
+    name = f"{Path(profiles).name} x {Path(personalities).name}"
+    if len(used) < len(personality_pool):
+        name += f" (first {len(used)} of {len(personality_pool)} personalities)"
+    return PersonaSet(profile_pool, used, name, len(personality_pool))
+
+
 def prompt_hashes() -> dict[str, str]:
     return {name: prompt_hash(name) for name in PROMPTS}
 
@@ -102,11 +143,11 @@ class EvaluationSettings:
 
     helper_model: str = "embedded"  # default spec of the user simulator and the judge
     turns: int = 10  # paper: 10
-    max_new_tokens: int = 128  # the model under test
+    max_new_tokens: int = 300  # the model under test; the paper capped every reply at 300 tokens
     user_temperature: float = 0.7
-    user_max_new_tokens: int = 64
+    user_max_new_tokens: int = 300  # the paper's simulator had the same 300-token cap
     judge_temperature: float = 0.0  # greedy
-    judge_max_new_tokens: int = 64
+    judge_max_new_tokens: int = 64  # the verdict comes first (the paper's judge answered with the score alone)
     max_attempts: int = 3  # user simulator samples before an empty message ends a conversation
     group_size: int = 100
     bootstrap: int = 1000
@@ -167,10 +208,10 @@ class AloeEvaluation:
         # 1. the simulated user speaks; an empty message is re-sampled, then ends that conversation
         messages = user_turns(self.models.user, self.params.user, self.max_attempts,
                               [(s.item.profile.text, s.item.personality.text, eval_history(s)) for s in active])
-        speaking = []
+        speaking = []  # (state, the simulator's accepted Outcome)
         for state, message in zip(active, messages):
             if message.ok:
-                speaking.append((state, message.value))
+                speaking.append((state, message))
             elif message.failed:
                 fail(state, f"user simulator: {message.reason}")
             else:
@@ -179,7 +220,7 @@ class AloeEvaluation:
 
         # 2. the model under test sees the conversation only, exactly as a user would show it (with
         #    persona_system_message, also a system message stating the user's persona)
-        chats = [[*self._system(state.item), *eval_history(state), {"role": "user", "content": message}]
+        chats = [[*self._system(state.item), *eval_history(state), {"role": "user", "content": message.value}]
                  for state, message in speaking]
         replies, failures = generate_some(self.models.model, chats, self.params.model)
         for position, why in failures.items():
@@ -188,10 +229,13 @@ class AloeEvaluation:
         speaking, replies = [speaking[p] for p in kept], [replies[p] for p in kept]
 
         # 3. the judge scores every reply; the unparsed ones are asked once more with a reminder
-        judged = self.judge([(state.item, message, reply.text) for (state, message), reply in zip(speaking, replies)])
+        judged = self.judge([(state.item, message.value, reply.text)
+                             for (state, message), reply in zip(speaking, replies)])
         for (state, message), reply, score in zip(speaking, replies, judged):
-            state.turns.append(EvalTurn(turn=k + 1, user=message, reply=reply.text, finish_reason=reply.finish_reason,
-                                        reply_tokens=reply.completion_tokens, judge=score))
+            state.turns.append(EvalTurn(turn=k + 1, user=message.value, reply=reply.text,
+                                        finish_reason=reply.finish_reason, reply_tokens=reply.completion_tokens,
+                                        user_finish_reason=message.reply.finish_reason,
+                                        user_tokens=message.reply.completion_tokens, judge=score))
 
     def _system(self, pair: PersonaPair) -> list[Message]:
         if not self.persona_system_message:

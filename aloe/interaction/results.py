@@ -51,6 +51,12 @@ class AloeResult(Record):
     stopped_early: int = 0
     failed: int = 0  # conversations whose requests failed after their retries (listed in `failures`; a re-run retries them)
     failures: str | None = None
+    # Share of messages cut at their token cap (`identity` holds the caps): {"model", "user", "per_turn":
+    # [{"turn", "replies", "model", "user"}]}; a share is null where nothing says (older records).
+    truncated: dict[str, Any] = {}
+    # Which personas: {"name", "hash" (= identity.personas), "profiles", "personalities", "personalities_in_file",
+    # "pairs"}; null in results written before it was recorded.
+    persona_set: dict[str, Any] | None = None
     provenance: dict[str, Any] = {}
 
 
@@ -80,6 +86,22 @@ def first_unparsed_reason(records: Sequence[EvalRecord]) -> str | None:
     return None
 
 
+def truncation(records: Sequence[EvalRecord], turns: int) -> dict[str, Any]:
+    """How many replies (model) and simulated user messages (user) hit their token cap, overall and per turn."""
+
+    def share(turns_at: list, reason: Callable) -> float | None:
+        known = [reason(turn) for turn in turns_at if reason(turn) is not None]
+        return sum(r == "length" for r in known) / len(known) if known else None
+
+    model, user = (lambda turn: turn.finish_reason), (lambda turn: turn.user_finish_reason)
+    every = [turn for record in records for turn in record.turns]
+    per_turn = []
+    for k in range(1, turns + 1):
+        at_k = [turn for turn in every if turn.turn == k]
+        per_turn.append({"turn": k, "replies": len(at_k), "model": share(at_k, model), "user": share(at_k, user)})
+    return {"model": share(every, model), "user": share(every, user), "per_turn": per_turn}
+
+
 def write_result(run: RunFiles, settings: dict, identity: dict, records: Sequence[EvalRecord], models: dict,
                  failed: int = 0) -> AloeResult:
     """Metrics from the records, the result JSON and its plot, for the run `run` (`failed`: conversations
@@ -99,6 +121,8 @@ def write_result(run: RunFiles, settings: dict, identity: dict, records: Sequenc
         stopped_early=sum(record.stopped is not None for record in records),
         failed=failed,
         failures=str(run.failures) if failed else None,
+        truncated=truncation(records, identity["turns"]),
+        persona_set=settings.get("persona_set"),
         provenance=provenance(settings, models, list(PROMPTS)),
     )
     write_json(run.main, result.model_dump(mode="json"))
@@ -117,10 +141,25 @@ def run_identity(args, personas: str) -> dict:
     identity = {key: getattr(args, key) for key in IDENTITY_KEYS}
     specs = [identity["model"], identity["user_model"], identity["judge_model"]]
     identity.update(personas=personas, prompts=prompt_hashes(), dtype=local_dtype(args.dtype, specs))
+    for role, key in (("model", "model"), ("user", "user_model"), ("judge", "judge_model")):
+        # A model retrained into the same folder is another model: its result must not resume the old one.
+        fingerprint = local_weights(identity[key])
+        if fingerprint:  # only for local folders, so results of API models keep their settings hash
+            identity[f"{role}_weights"] = fingerprint
     if getattr(args, "persona_system_message", False):
         # Only when set, so results written before the flag existed keep their settings hash.
         identity["persona_system_message"] = prompt_hash(PERSONA_SYSTEM_PROMPT)
     return identity
+
+
+def local_weights(spec: str) -> str | None:
+    """The weights fingerprint of a spec naming a local checkpoint folder (None for API, hub and embedded models)."""
+    resolved = resolve_spec(spec)
+    if resolved.backend != "hf":
+        return None
+    from aloe.models.local import weights_fingerprint
+
+    return weights_fingerprint(resolved.target)
 
 
 def local_dtype(choice: str, specs) -> str | None:
@@ -226,10 +265,13 @@ def summary(result: AloeResult, path: Path, elapsed: float, extra: str = "") -> 
     def num(value, fmt="{:.2f}"):
         return "n/a" if value is None else fmt.format(value)
 
+    cut = result.truncated
+
     return (f"{result.name}: {m['conversations']} conversations x {m['turns']} turns{extra}; "
             f"AL(1) {num(m['al'][0])}, AL({m['turns']}) {num(m['al'][-1])}, mean AL {num(m['mean_al'])}, "
             f"IR {num(m['ir'], '{:+.3f}')}, N-IR {num(m['n_ir'], '{:+.3f}')}; "
-            f"{m['parsed']} scores parsed, {m['unparsed']} unparsed; "
+            f"{m['parsed']} scores parsed, {m['unparsed']} unparsed; cut at the token cap: replies "
+            f"{num(cut.get('model'), '{:.0%}')}, user messages {num(cut.get('user'), '{:.0%}')}; "
             + (f"{result.failed} conversations failed (listed in {result.failures}; a re-run retries them); "
                if result.failed else "")
             + f"wrote {result.records}, "

@@ -1,8 +1,12 @@
 """The pairwise preference judge: which of two replies would this user prefer?
 
-The judge is data: the prompt `preference_judge.txt` plus `parse_preference`, whose verdict format
-is machine-checkable (`[[A]]` or `[[B]]`). It is asked in both orders, so a position bias shows up
-as disagreement (a tie) instead of as a label. Raw outputs and the order shown are always kept.
+The judge is data: a prompt plus `parse_preference`, whose verdict format is machine-checkable
+(`[[A]]` or `[[B]]`). Two prompts share that parser (`JUDGE_PROMPTS`): `transcript` (ours,
+`preference_judge.txt`: the persona, the conversation so far, the user's message, the two replies, a
+short reason, then the verdict) and `paper` (`preference_judge_paper.txt`: the layout of the ALOE
+paper's judge, the persona and the two replies only, the verdict without analysis). Each is asked in
+both orders, so a position bias shows up as disagreement (a tie) instead of as a label. Raw outputs and
+the order shown are always kept.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from dataclasses import dataclass
 
 from aloe.judges import Verdict, agreement
 from aloe.messages import Message, format_transcript
-from aloe.prompts import render
+from aloe.prompts import fields, render
 from aloe.records import Branch, JudgedOrder, PairedReplies, ReplySource, TurnJudgement
 
-PROMPT = "preference_judge"
+JUDGE_PROMPTS = {"transcript": "preference_judge", "paper": "preference_judge_paper"}  # --judge-prompt
+PROMPT = JUDGE_PROMPTS["transcript"]
 ON_TIE_RULES = ("hinted", "skip", "random")
 # Each item is asked twice: hinted shown as A, then plain shown as A.
 ORDERS: tuple[tuple[ReplySource, ReplySource], ...] = (("hinted", "plain"), ("plain", "hinted"))
@@ -47,18 +52,18 @@ class PreferenceItem:
     plain: str
 
 
-def judge_messages(item: PreferenceItem, shown: Sequence[ReplySource]) -> list[Message]:
+def judge_messages(item: PreferenceItem, shown: Sequence[ReplySource], prompt: str = PROMPT) -> list[Message]:
+    """The ask of one order; `prompt` takes the fields it names (the paper's layout shows no transcript)."""
     replies = {"hinted": item.hinted, "plain": item.plain}
-    prompt = render(
-        PROMPT,
-        profile=item.profile,
-        personality=item.personality,
-        transcript=format_transcript(item.history) or "(nothing yet: this is the first message)",
-        user_message=item.user_message,
-        reply_a=replies[shown[0]],
-        reply_b=replies[shown[1]],
-    )
-    return [{"role": "user", "content": prompt}]
+    values = {
+        "profile": item.profile,
+        "personality": item.personality,
+        "transcript": format_transcript(item.history) or "(nothing yet: this is the first message)",
+        "user_message": item.user_message,
+        "reply_a": replies[shown[0]],
+        "reply_b": replies[shown[1]],
+    }
+    return [{"role": "user", "content": render(prompt, **{name: values[name] for name in fields(prompt)})}]
 
 
 def judged_order(shown: Sequence[ReplySource], verdict: Verdict[str]) -> JudgedOrder:
@@ -110,12 +115,14 @@ class PreferenceJudge:
     Calling the model is the caller's job, so one lockstep batch can hold every item's two asks.
     """
 
-    prompt = PROMPT
     orders = ORDERS
+
+    def __init__(self, prompt: str = PROMPT):
+        self.prompt = prompt
 
     def asks(self, items: Sequence[PreferenceItem]) -> list[tuple[int, tuple[ReplySource, ReplySource], list[Message]]]:
         """(item position, order shown, messages) for every order of every item, orders outermost."""
-        return [(position, shown, judge_messages(item, shown))
+        return [(position, shown, judge_messages(item, shown, self.prompt))
                 for shown in self.orders for position, item in enumerate(items)]
 
     @staticmethod

@@ -78,6 +78,45 @@ def local_path(spec: str) -> str:
     return resolved.target
 
 
+# What a checkpoint folder's replies depend on: weights, config, tokenizer and chat template. Not the
+# training summary or a README, which a re-run rewrites without changing the model.
+_MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".json", ".jinja", ".model", ".txt")
+_NOT_MODEL_FILES = {"training_summary.json", "README.md"}
+_WHOLE_FILE_LIMIT = 8 << 20  # smaller files are hashed whole
+_SAMPLE, _SAMPLES = 64 << 10, 64  # larger ones: first and last MiB plus 64 blocks of 64 KiB spread over the file
+
+
+def weights_fingerprint(path: str | Path) -> str | None:
+    """A short content fingerprint of a local checkpoint folder; None when `path` is not a folder (a hub id).
+
+    Each model file counts with its name, its size and the sha256 of its bytes, or, above 8 MiB, of its
+    first and last MiB and 64 blocks spread evenly between them: about 6 MiB read per file, so a 16 GB
+    checkpoint takes well under a second, while a retrained model (whose weights change throughout)
+    always differs. Content, not modification times: a copy of the same weights on another machine
+    (a shard's worker) has the same fingerprint.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(folder.iterdir()):
+        if not file.is_file() or file.suffix not in _MODEL_FILE_SUFFIXES or file.name in _NOT_MODEL_FILES:
+            continue
+        size = file.stat().st_size
+        digest.update(f"{file.name}\0{size}\0".encode())
+        with file.open("rb") as handle:
+            if size <= _WHOLE_FILE_LIMIT:
+                digest.update(handle.read())
+                continue
+            mib = 1 << 20
+            blocks = [(0, mib), (size - mib, mib)]
+            blocks += [(mib + i * (size - 3 * mib) // _SAMPLES, _SAMPLE) for i in range(_SAMPLES)]
+            for offset, length in blocks:
+                handle.seek(offset)
+                digest.update(handle.read(length))
+    return digest.hexdigest()[:16]
+
+
 def load_pretrained(spec: str, path: str, dtype: torch.dtype, auto_class=None, **kwargs):
     """Weights of a local model (a causal LM unless `auto_class` says otherwise); a bad path is one ModelSpecError."""
     if auto_class is None:
@@ -180,12 +219,8 @@ class LocalChatModel(ChatModel):
 
     def cache_identity(self):
         # A folder retrained under the same name (model_output/embedded_dpo) must not replay old replies.
-        folder = Path(self.path)
-        files = sorted(f for f in folder.iterdir() if f.is_file()) if folder.is_dir() else []
-        stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-        digest = hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]
         raw = "/raw" if self.raw_text else ""  # plain-text and chat-template prompts get different replies
-        return f"{self.spec}@{digest}/{self.dtype_name}{raw}"  # bf16 and fp32 replies differ
+        return f"{self.spec}@{weights_fingerprint(self.path) or ''}/{self.dtype_name}{raw}"  # bf16 and fp32 replies differ
 
     def encode(self, messages: Sequence[Message], max_new_tokens: int) -> list[int]:
         """Token ids of the prompt, its history cut from the left to leave room for the reply."""
@@ -244,6 +279,11 @@ class LocalChatModel(ChatModel):
             # batch 16 that copy costs more than the model (docs/BENCHMARKS.md). Not on GPUs, where a static
             # cache switches on torch.compile, which would recompile for every new batch shape.
             kwargs.update(cache_implementation="static")
+            # transformers sizes a static cache to the longest of all earlier calls in this process, so a
+            # chunk's attention length (and, in bf16, its replies) would depend on what ran before it: a
+            # resumed run, which skips the cached calls, would differ from an uninterrupted one. Sized by
+            # the chunk alone, a reply depends only on its chunk (docs/evaluation.md, "Resume").
+            self.model._previous_max_cache_length = -1
         started = time.perf_counter()
         output = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
         latency = time.perf_counter() - started
