@@ -105,9 +105,12 @@ def _read_template(path: str | None) -> str | None:
     if path is None:
         return None
     try:
-        return Path(path).read_text(encoding="utf-8")
+        template = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TrainingError(f"--chat-template {path}: cannot read it ({exc.__class__.__name__})") from None
+    if not template.strip():
+        raise TrainingError(f"--chat-template {path}: empty file")
+    return template
 
 
 def trainer_settings(prep: Prepared, dtype) -> dict[str, Any]:
