@@ -13,7 +13,10 @@ from __future__ import annotations
 import sys
 import time
 
-from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params, shard_arg, take_shard
+from aloe.cli import (
+    ArgumentParser, add_model_args, cli_main, model_pool, non_negative_float, output_file, positive_int, role_spec,
+    sampling_params, shard_arg, take_shard,
+)
 from aloe.errors import AloeError
 from aloe.interaction.conversations import (
     CONTINUE_RULES, PROMPTS, ROLES, ConversationGenerator, GenerationSettings, generate_conversations,
@@ -39,7 +42,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--on-tie", choices=ON_TIE_RULES, default=DEFAULTS.on_tie,
                         help="when the two judge orders disagree or give no verdict: prefer the hinted reply, "
                              "end the conversation there (skip), or pick at random")
-    parser.add_argument("--judge-temperature", type=float, default=DEFAULTS.judge_temperature,
+    parser.add_argument("--judge-temperature", type=non_negative_float, default=DEFAULTS.judge_temperature,
                         help="the preference judge's temperature (default: greedy; the other roles use --temperature)")
     parser.add_argument("--max-attempts", type=positive_int, default=DEFAULTS.max_attempts,
                         help="samples per step before an empty message fails a conversation or a verdict stays unparsed")
@@ -47,7 +50,7 @@ def build_parser() -> ArgumentParser:
                         help="conversations advanced together in lockstep; each group is written when it finishes")
     parser.add_argument("--shard", type=shard_arg, default=None,
                         help="i/n: generate only every n-th pair starting at i, into <output>.shard-i-of-n.jsonl")
-    parser.add_argument("--output", default="runs/conversations/conversations.jsonl")
+    parser.add_argument("--output", type=output_file, default="runs/conversations/conversations.jsonl")
     parser.add_argument("--overwrite", action="store_true", help="start the output over instead of resuming")
     add_model_args(parser, roles=ROLES)
     return parser

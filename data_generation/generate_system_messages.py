@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from aloe.cli import (
-    ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params, shard_arg,
+    ArgumentParser, add_model_args, cli_main, model_pool, output_file, positive_int, sampling_params, shard_arg,
     take_shard,
 )
 from aloe.errors import AloeError
@@ -50,7 +50,7 @@ def build_parser() -> ArgumentParser:
                         help="instructions run together through the five steps; rows are written per group")
     parser.add_argument("--shard", type=shard_arg, default=None,
                         help="i/n: only every n-th instruction starting at i, into <output>.shard-i-of-n.jsonl")
-    parser.add_argument("--output", default="runs/system_messages/rows.jsonl")
+    parser.add_argument("--output", type=output_file, default="runs/system_messages/rows.jsonl")
     parser.add_argument("--overwrite", action="store_true", help="start the output over instead of resuming")
     add_model_args(parser)
     parser.set_defaults(max_new_tokens=256)

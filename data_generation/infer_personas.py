@@ -17,7 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, shard_arg, take_shard
+from aloe.cli import (
+    ArgumentParser, add_model_args, cli_main, model_pool, non_negative_float, output_file, positive_int, shard_arg,
+    take_shard,
+)
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, rewrite_jsonl, write_json
 from aloe.models import resolve_spec
@@ -50,11 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--limit", type=positive_int, default=None, help="only the first N pairs")
     parser.add_argument("--max-attempts", type=positive_int, default=DEFAULTS.max_attempts,
                         help="asks per persona: the greedy one, then re-samples of unusable answers")
-    parser.add_argument("--resample-temperature", type=float, default=DEFAULTS.resample_temperature)
+    parser.add_argument("--resample-temperature", type=non_negative_float, default=DEFAULTS.resample_temperature)
     parser.add_argument("--group-size", type=positive_int, default=64,
                         help="pairs per round (2 asks each, one batch); finished rounds are written at once")
     parser.add_argument("--shard", type=shard_arg, default=None, help="i/n: every n-th pair starting at i")
-    parser.add_argument("--output", required=True, help="pairs with personas (JSONL)")
+    parser.add_argument("--output", type=output_file, required=True, help="pairs with personas (JSONL)")
     parser.add_argument("--overwrite", action="store_true", help="start the output anew instead of resuming")
     return parser
 

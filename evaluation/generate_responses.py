@@ -18,7 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params, shard_arg, take_shard
+from aloe.cli import (
+    ArgumentParser, add_model_args, cli_main, model_pool, output_file, positive_int, sampling_params, shard_arg,
+    take_shard,
+)
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, existing_ids, write_json
 from aloe.models import resolve_spec, short_name
@@ -51,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--limit", type=positive_int, default=None, help="only the first N prompts")
     parser.add_argument("--group-size", type=positive_int, default=64, help="prompts per backend call")
     parser.add_argument("--shard", type=shard_arg, default=None, help="i/n: every n-th prompt starting at i")
-    parser.add_argument("--output", default=None, help="responses JSONL (default: runs/responses/<model>.jsonl)")
+    parser.add_argument("--output", type=output_file, default=None, help="responses JSONL (default: runs/responses/<model>.jsonl)")
     parser.add_argument("--overwrite", action="store_true", help="start the output anew instead of resuming")
     return parser
 

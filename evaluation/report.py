@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from aloe.interaction.results import AloeResult, plot_levels, read_result
-from aloe.cli import ArgumentParser, cli_main
+from aloe.cli import ArgumentParser, cli_main, output_file
 from aloe.errors import AloeError
 from aloe.jsonl import read_json
 from aloe.system_messages.benchmark import plot_results, results_table
@@ -27,11 +27,18 @@ def load_result(path: str | Path):
     data = read_json(path)
     kind = data.get("benchmark") if isinstance(data, dict) else None
     if kind == "aloe":
-        return read_result(path)
-    if kind == "multifaceted" and "metrics" in data:
-        return data
-    raise AloeError(f"{path}: not an ALOE result nor a Multifaceted one (expected the JSON written by "
-                    "evaluation/eval_aloe.py or evaluation/eval_multifaceted.py)")
+        result, render = read_result(path), table
+    elif kind == "multifaceted" and "metrics" in data:
+        result, render = data, results_table
+    else:
+        raise AloeError(f"{path}: not an ALOE result nor a Multifaceted one (expected the JSON written by "
+                        "evaluation/eval_aloe.py or evaluation/eval_multifaceted.py)")
+    try:  # a result cut short or edited by hand fails here, named, before anything is written
+        render([result])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise AloeError(f"{path}: an incomplete result ({type(exc).__name__}: {exc}); re-run the evaluation "
+                        "that wrote it") from None
+    return result
 
 
 def _kind(result) -> str:
@@ -113,7 +120,7 @@ def _short(value) -> str:
 def main(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("results", nargs="+", help="result JSON files written by evaluation/eval_aloe.py")
-    parser.add_argument("--output", default="results/aloe/report.md",
+    parser.add_argument("--output", type=output_file, default="results/aloe/report.md",
                         help="Markdown table path; the plot is written beside it as .png")
     args = parser.parse_args(argv)
     results = [load_result(path) for path in args.results]

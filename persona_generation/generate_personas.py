@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from aloe.cli import (
-    ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params, shard_arg,
+    ArgumentParser, add_model_args, cli_main, model_pool, output_file, positive_int, sampling_params, shard_arg,
 )
 from aloe.errors import AloeError
 from aloe.interaction.personas import KINDS, GrowthSettings, grow_pool, load_pool
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seed pool (Persona JSONL or bare JSON strings; default: datasets/seed_<kind>s.jsonl)")
     parser.add_argument("--target", type=positive_int, required=True,
                         help="pool size to reach, seeds included (paper: 331 profiles, 71 personalities)")
-    parser.add_argument("--output", default=None, help="pool file to write (default: runs/personas/<kind>s.jsonl)")
+    parser.add_argument("--output", type=output_file, default=None, help="pool file to write (default: runs/personas/<kind>s.jsonl)")
     parser.add_argument("--examples-per-prompt", type=positive_int, default=DEFAULTS.examples_per_prompt,
                         help="pool personas shown in each request (paper: 5)")
     parser.add_argument("--per-request", type=positive_int, default=DEFAULTS.per_request, help="new personas asked for per request (paper: 20)")
