@@ -76,6 +76,10 @@ def read_result(path: str) -> dict:
         raise AloeError(f"{path}: cannot read a win-rate result ({exc})") from None
     if not isinstance(data, dict) or "criteria" not in data:
         raise AloeError(f"{path}: criteria: missing (not a win-rate result file)")
+    try:  # a result cut short or edited by hand fails here, named
+        table([(path, data)])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise AloeError(f"{path}: an incomplete win-rate result ({type(exc).__name__}: {exc})") from None
     return data
 
 

@@ -51,6 +51,8 @@ def _good_result() -> dict:
 
 
 GOOD_RESULT = _good_result()
+WIN_RATE_RESULT = {"criteria": {"quality": {"a": 1, "b": 1, "tie": 0, "unparsed": 0, "win_rate": 0.5,
+                                            "win_rate_ci": None}}}
 
 
 def jsonl(*records) -> bytes:
@@ -91,6 +93,8 @@ FILES = {
     "rows": FileFormat(jsonl(ROW, {**ROW, "id": "r1-s1", "output": "Since."}), ROW),
     "ultrafeedback": _shipped(DATASETS / "steerable" / "ultrafeedback_sample.jsonl", unique=False),  # no ids
     "result": FileFormat(json.dumps(GOOD_RESULT).encode(), suffix=".json", json_document=True),
+    "win-rate result": FileFormat(json.dumps(WIN_RATE_RESULT).encode(), suffix=".json", json_document=True),
+    "accuracy result": FileFormat(b'{"accuracy": {}}', suffix=".json", json_document=True),
     "recipe": FileFormat(b"seed: 0\n", suffix=".yaml"),
     "template": FileFormat((ROOT / "training" / "chat_templates" / "mistral_inst.jinja").read_bytes(), suffix=".jinja"),
 }
@@ -129,6 +133,12 @@ class Call:
     numbers: list[tuple[str, str]] = field(default_factory=list)  # (flag, out-of-range value)
     special: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # kind -> (input placeholder, content)
     recipe_numbers: list[tuple[str, object]] = field(default_factory=list)  # (recipe key, out-of-range value)
+    mode: str = ""  # names one of several ways to call a script (its case ids carry it)
+
+
+def calls_of(script: str) -> list[Call]:
+    entry = CALLS[script]
+    return list(entry) if isinstance(entry, (list, tuple)) else [entry]
 
 
 SAMPLING = [("--temperature", "-1"), ("--top-p", "0"), ("--top-p", "1.5"), ("--max-new-tokens", "-5"),
@@ -148,7 +158,7 @@ def training_call(*extra: str) -> Call:
                 outputs={"out_dir": "folder"}, numbers=TRAINING, recipe_numbers=TRAINING_RECIPE)
 
 
-CALLS: dict[str, Call] = {
+CALLS: dict[str, Call | list[Call]] = {
     "persona_generation/generate_personas.py": Call(
         ["--kind", "profile", "--seeds", "{seeds}", "--target", "3", "--output", "{out}"],
         inputs={"seeds": "pool"}, outputs={"out": "file"},
@@ -182,11 +192,13 @@ CALLS: dict[str, Call] = {
         ["{a}", "{b}", "--output", "{out}"],
         # Merging drops duplicate ids across shards: that is its job, not an error.
         inputs={"a": "conversations", "b": "conversations"}, outputs={"out": "file"}),
-    "data_generation/synthetic_preferences.py": Call(
+    "data_generation/synthetic_preferences.py": [Call(
         ["--kind", "ultrafeedback", "--source", "{source}", "--output", "{out_dir}"],
         inputs={"source": "ultrafeedback"}, outputs={"out_dir": "folder"},
         numbers=[("--pairs", "0"), ("--conflicting-share", "1.5"), ("--conflicting-share", "-0.5"),
-                 ("--min-pairs", "0")]),
+                 ("--min-pairs", "0")]), Call(
+        ["--kind", "aloe", "--conversations", "{conversations}", "--output", "{out_dir}"],
+        inputs={"conversations": "conversations"}, mode="aloe")],
     "training/sft.py": training_call("--data", "preferred"),
     "training/dpo.py": training_call(),
     "training/orpo.py": training_call(),
@@ -220,12 +232,16 @@ CALLS: dict[str, Call] = {
         inputs={"checkpoint": "folder:steerable_checkpoint", "data": "folder:steerable_data"},
         outputs={"out": "file"},
         numbers=[("--k", "-1"), ("--tasks", "0"), ("--targets", "0")]),
-    "evaluation/generate_responses.py": Call(
+    "evaluation/generate_responses.py": [Call(
         ["--prompts", "{prompts}", "--output", "{out}"], inputs={"prompts": "prompts"}, outputs={"out": "file"},
-        numbers=[("--limit", "0"), ("--group-size", "0"), *SAMPLING]),
-    "evaluation/persona_accuracy.py": Call(
+        numbers=[("--limit", "0"), ("--group-size", "0"), *SAMPLING]), Call(
+        ["--pairs", "{pairs}", "--persona", "retr-chosen", "--train-pairs", "{train_pairs}", "--output", "{out}"],
+        inputs={"pairs": "pairs", "train_pairs": "pairs"}, mode="personas")],
+    "evaluation/persona_accuracy.py": [Call(
         ["--pairs", "{pairs}", "--output", "{out}"], inputs={"pairs": "pairs"}, outputs={"out": "file"},
-        numbers=[("--bootstrap", "-5"), ("--min-count", "0"), ("--top", "0"), *SAMPLING]),
+        numbers=[("--bootstrap", "-5"), ("--min-count", "0"), ("--top", "0"), *SAMPLING]), Call(
+        ["--report", "{result}"], inputs={"result": "accuracy result"}, mode="report",
+        special={"incomplete result": ("result", b'{"accuracy": {"all": {"chosen": {}}}}')})],
     "evaluation/report.py": Call(
         ["{result}", "--output", "{out}"], inputs={"result": "result"}, outputs={"out": "file"},
         special={"incomplete result": ("result", b'{"benchmark": "aloe", "model": "x"}\n'),
@@ -235,9 +251,12 @@ CALLS: dict[str, Call] = {
                      {**GOOD_RESULT, "metrics": {**GOOD_RESULT["metrics"], "per_turn": "high"}}).encode()),
                  "a Multifaceted result with metrics of the wrong type": (
                      "result", b'{"benchmark": "multifaceted", "name": "x", "metrics": [1]}\n')}),
-    "evaluation/win_rate.py": Call(
+    "evaluation/win_rate.py": [Call(
         ["{a}", "{b}", "--output", "{out}"], inputs={"a": "responses", "b": "responses"}, outputs={"out": "file"},
-        numbers=[("--bootstrap", "-5"), *SAMPLING]),
+        numbers=[("--bootstrap", "-5"), *SAMPLING]), Call(
+        ["--report", "{result}"], inputs={"result": "win-rate result"}, mode="report",
+        special={"incomplete result": ("result", b'{"criteria": {"quality": {"a": 1}}}'),
+                 "criteria of the wrong type": ("result", b'{"criteria": [1]}')})],
 }
 
 
@@ -257,10 +276,17 @@ class Case:
     kind: str
     target: str = ""  # the placeholder (or flag) the kind applies to
     value: object = None
+    mode: int = 0  # which of the script's calls
+
+    @property
+    def call(self) -> Call:
+        return calls_of(self.script)[self.mode]
 
     @property
     def id(self) -> str:
         name = self.script.split("/")[-1].removesuffix(".py")
+        if self.call.mode:
+            name += f"[{self.call.mode}]"
         detail = f"{self.target}={self.value}" if self.kind in ("number", "recipe number") else self.target
         return f"{name}-{self.kind}-{detail}".replace(" ", "_")
 
@@ -268,21 +294,21 @@ class Case:
 def cases() -> list[Case]:
     found = []
     for script in SCRIPTS:
-        call = CALLS.get(script)
-        if call is None:
+        if script not in CALLS:
             continue
-        for name, fmt in call.inputs.items():
-            if fmt.startswith("folder:"):
-                found += [Case(script, kind, name) for kind in FOLDER_KINDS]
-            else:
-                found += [Case(script, kind, name) for kind in file_kinds(FILES[fmt])]
-        for name, what in call.outputs.items():
-            kinds = ("output under a file", "a directory as the output file") if what == "file" else (
-                "output under a file", "a file as the output folder")
-            found += [Case(script, kind, name) for kind in kinds]
-        found += [Case(script, "number", flag, value) for flag, value in call.numbers]
-        found += [Case(script, "recipe number", key, value) for key, value in call.recipe_numbers]
-        found += [Case(script, kind, target) for kind, (target, _) in call.special.items()]
+        for mode, call in enumerate(calls_of(script)):
+            kinds = []
+            for name, fmt in call.inputs.items():
+                bad = FOLDER_KINDS if fmt.startswith("folder:") else file_kinds(FILES[fmt])
+                kinds += [(kind, name, None) for kind in bad]
+            for name, what in call.outputs.items():
+                bad = ("output under a file", "a directory as the output file" if what == "file" else
+                       "a file as the output folder")
+                kinds += [(kind, name, None) for kind in bad]
+            kinds += [("number", flag, value) for flag, value in call.numbers]
+            kinds += [("recipe number", key, value) for key, value in call.recipe_numbers]
+            kinds += [(kind, target, None) for kind, (target, _) in call.special.items()]
+            found += [Case(script, kind, target, value, mode) for kind, target, value in kinds]
     return found
 
 
@@ -358,10 +384,10 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_is_one_line_and_exit_1(case, tmp_path, request, capsys, monkeypatch, tiny_model_dir):
-    call = CALLS[case.script]
+    call = case.call
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
-    values = {"model": str(tiny_model_dir)}
+    values = {"model": str(tiny_model_dir), "out": str(outputs / "out.json"), "out_dir": str(outputs / "out_dir")}
     expect = []  # what the error line must name
     for name, fmt in call.inputs.items():
         if fmt.startswith("folder:"):
