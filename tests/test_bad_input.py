@@ -108,9 +108,11 @@ def file_kinds(fmt: FileFormat) -> dict[str, bytes | str | None]:
     kinds: dict[str, bytes | str | None] = {
         "missing": None, "empty": b"", "binary": BINARY, "non-UTF-8": NON_UTF8, "directory": "dir"}
     if fmt.record is not None or fmt.json_document:
+        kinds["not JSON"] = b'{"id": "x", oops\n'
         kinds["wrong JSON type"] = b"[1, 2]\n"
         kinds["a JSON number"] = b"42\n"
     if fmt.suffix == ".yaml":
+        kinds["not YAML"] = b"seed: [0\n"
         kinds["wrong YAML type"] = b"- 1\n- 2\n"
     if fmt.record is not None and fmt.unique:
         kinds["duplicate ids"] = jsonl(fmt.record, fmt.record)
