@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -186,48 +187,27 @@ def model_pool(args: argparse.Namespace, output: str | Path) -> ModelPool:
     return pool
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _number(name: str, convert: Callable[[Any], T], accepts: Callable[[T], bool], wanted: str) -> Callable[[Any], T]:
+    """An argparse type: `convert`, then refuse a value `accepts` rejects (NaN fails every comparison)."""
+
+    def parse(text):
+        value = convert(text)
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+
+    parse.__name__ = name  # argparse names the type in "invalid <name> value"
+    return parse
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of at least 0, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def probability(text: str) -> float:
-    """A number in (0, 1], such as --top-p."""
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
-    return value
-
-
-def share(text: str) -> float:
-    """A number in [0, 1]."""
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
-    return value
+positive_int = _number("positive_int", int, lambda value: value >= 1, "at least 1")
+non_negative_int = _number("non_negative_int", int, lambda value: value >= 0, "at least 0")
+positive_float = _number("positive_float", float, lambda value: 0 < value < math.inf, "a number above 0")
+non_negative_float = _number("non_negative_float", float, lambda value: 0 <= value < math.inf,
+                             "a number of at least 0")
+probability = _number("probability", float, lambda value: 0 < value <= 1, "above 0 and at most 1")  # --top-p
+share = _number("share", float, lambda value: 0 <= value <= 1, "from 0 to 1")
+fraction = _number("fraction", float, lambda value: 0 <= value < 1, "at least 0 and below 1")
 
 
 def output_file(text: str) -> str:
@@ -257,14 +237,6 @@ def _check_creatable(path: Path) -> None:
             if not os.access(parent, os.W_OK | os.X_OK) and not path.exists():
                 raise argparse.ArgumentTypeError(f"{path} cannot be created: {parent} is not writable")
             return
-
-
-def fraction(text: str) -> float:
-    """A number in [0, 1)."""
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
-    return value
 
 
 def shard_arg(text: str) -> tuple[int, int]:

@@ -45,8 +45,8 @@ BENCH_RESPONSE = {**RESPONSE, "id": BENCH_ITEM["id"]}
 def _good_result() -> dict:
     from aloe.metrics import alignment_metrics
 
-    return {"benchmark": "aloe", "name": "m", "model": "m", "models": {"model": "m", "user": "u", "judge": "j"}, "settings": {}, "identity": {},
-            "settings_hash": "0", "records": "m.records.jsonl", "plot": "m.png",
+    return {"benchmark": "aloe", "name": "m", "model": "m", "models": {"model": "m", "user": "u", "judge": "j"},
+            "settings": {}, "identity": {}, "settings_hash": "0", "records": "m.records.jsonl", "plot": "m.png",
             "metrics": alignment_metrics([[4, 5]], 2, samples=10)}
 
 
@@ -154,8 +154,8 @@ TRAINING_RECIPE = [("lr", -1), ("epochs", 0), ("batch_size", 0)]
 
 
 def training_call(*extra: str) -> Call:
-    return Call([*extra, "--model", "{model}", "--train-data", "{train}", "--eval-data", "{eval}", "--config", "{recipe}",
-                 "--chat-template", "{template}", "--output", "{out_dir}"],
+    return Call([*extra, "--model", "{model}", "--train-data", "{train}", "--eval-data", "{eval}",
+                 "--config", "{recipe}", "--chat-template", "{template}", "--output", "{out_dir}"],
                 inputs={"train": "conversations", "eval": "conversations", "recipe": "recipe", "template": "template"},
                 outputs={"out_dir": "folder"}, numbers=TRAINING, recipe_numbers=TRAINING_RECIPE)
 
