@@ -4,8 +4,8 @@ The scripts are found by globbing the stage folders, so a new script is covered 
 without an entry in CALLS fails `test_every_script_says_how_to_call_it` until one is added. An entry says how to
 call the script with good inputs; every kind of bad input is then made from it, one at a time:
 
-- each input file: missing, empty, binary, non-UTF-8, the wrong JSON type, a directory, duplicate ids
-  (where ids must be unique); folders given as input: missing, empty, a file, binary contents;
+- each input file: missing, empty, binary, non-UTF-8, not JSON (or YAML), the wrong JSON type, a directory,
+  duplicate ids (where ids must be unique); folders given as input: missing, empty, a file, binary contents;
 - each output: under a regular file, a directory where a file goes (or a file where a folder goes);
 - each number the script takes, out of range (on the command line, and for recipes through --config);
 - the script's own kinds (an incomplete result for report.py, ...).
