@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +34,10 @@ def cli_main(main: Callable[..., int | None]) -> Callable[..., int]:
             return main(argv) or 0
         except AloeError as exc:
             print(f"error: {redact(str(exc))}", file=sys.stderr)
+            return 1
+        except OSError as exc:  # a disk that is full, a folder that cannot be written: the user's to fix
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"error: {redact(where + (exc.strerror or str(exc)))}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print("interrupted: finished records are saved; re-run the same command to resume", file=sys.stderr)
@@ -100,8 +106,8 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if data is None:
-        return {}
+    if data is None:  # an empty or truncated file: running on defaults would not be what it meant
+        raise RecipeError(f"{path}: empty recipe; its keys are flag names with their values")
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: expected a mapping of flag names to values, got {type(data).__name__}")
     return data
@@ -144,8 +150,8 @@ def add_model_args(parser: argparse.ArgumentParser, roles: Sequence[str] = (), d
     add_dtype_arg(group)
     sampling = SamplingParams()  # the one home of the sampling defaults
     group.add_argument("--max-new-tokens", type=positive_int, default=sampling.max_new_tokens)
-    group.add_argument("--temperature", type=float, default=sampling.temperature)
-    group.add_argument("--top-p", type=float, default=sampling.top_p)
+    group.add_argument("--temperature", type=non_negative_float, default=sampling.temperature)
+    group.add_argument("--top-p", type=probability, default=sampling.top_p)
     group.add_argument("--seed", type=int, default=sampling.seed)
     group.add_argument("--cache", default=None, help="response cache file (default: responses.sqlite beside --output)")
     group.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
@@ -204,37 +210,60 @@ def add_run_args(parser, work: str, *, output: str | None = None, output_help: s
     parser.add_argument("--shard", type=shard_arg, default=None,
                         help=shard_help or f"i/n: only every n-th {work} starting at i, into <output stem>.shard-i-of-n"
                                            "<output suffix>")
-    parser.add_argument("--output", default=output, required=required, help=output_help)
+    parser.add_argument("--output", type=output_file, default=output, required=required, help=output_help)
     parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _number(name: str, convert: Callable[[Any], T], accepts: Callable[[T], bool], wanted: str) -> Callable[[Any], T]:
+    """An argparse type: `convert`, then refuse a value `accepts` rejects (NaN fails every comparison)."""
+
+    def parse(text):
+        value = convert(text)
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+
+    parse.__name__ = name  # argparse names the type in "invalid <name> value"
+    return parse
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
-    return value
+positive_int = _number("positive_int", int, lambda value: value >= 1, "at least 1")
+non_negative_int = _number("non_negative_int", int, lambda value: value >= 0, "at least 0")
+positive_float = _number("positive_float", float, lambda value: 0 < value < math.inf, "a number above 0")
+non_negative_float = _number("non_negative_float", float, lambda value: 0 <= value < math.inf,
+                             "a number of at least 0")
+probability = _number("probability", float, lambda value: 0 < value <= 1, "above 0 and at most 1")  # --top-p
+share = _number("share", float, lambda value: 0 <= value <= 1, "from 0 to 1")
+fraction = _number("fraction", float, lambda value: 0 <= value < 1, "at least 0 and below 1")
 
 
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of at least 0, got {text}")
-    return value
+def output_file(text: str) -> str:
+    """An output file path that can be created: checked when the flag is parsed, before any work starts."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file path")
+    _check_creatable(path)
+    return text
 
 
-def fraction(text: str) -> float:
-    """A number in [0, 1)."""
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
-    return value
+def output_folder(text: str) -> str:
+    """An output folder that can be created (or exists as a folder)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file; give a folder path")
+    _check_creatable(path)
+    return text
+
+
+def _check_creatable(path: Path) -> None:
+    # The nearest existing ancestor decides: it must be a folder this process may write into.
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{path} cannot be created: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK) and not path.exists():
+                raise argparse.ArgumentTypeError(f"{path} cannot be created: {parent} is not writable")
+            return
 
 
 def shard_arg(text: str) -> tuple[int, int]:

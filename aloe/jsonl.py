@@ -105,9 +105,11 @@ def read_records(path, schema: type[T], from_string=None, *, allow_empty: bool =
 
 
 def check_unique_ids(source, records) -> None:
-    """An id that appears twice is an error naming both records (numbered from 1)."""
+    """An id that appears twice is an error naming both records (numbered from 1); records without one pass."""
     seen: dict[str, int] = {}
     for number, record in enumerate(records, start=1):
+        if not getattr(record, "id", None):
+            continue
         if record.id in seen:
             raise RecordError(f"{source}: id: {record.id!r} appears twice (records {seen[record.id]} and {number})")
         seen[record.id] = number

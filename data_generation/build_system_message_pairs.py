@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, cli_main
+from aloe.cli import ArgumentParser, cli_main, output_file
 from aloe.errors import AloeError
 from aloe.jsonl import rewrite_jsonl
 from aloe.system_messages.data import read_rows
@@ -25,7 +25,7 @@ from aloe.system_messages.pairs import sibling_pairs
 def main(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", required=True, help="system-message rows (generate_system_messages.py output)")
-    parser.add_argument("--output", required=True, help="pairs JSONL (replaced)")
+    parser.add_argument("--output", type=output_file, required=True, help="pairs JSONL (replaced)")
     args = parser.parse_args(argv)
     output = Path(args.output)
     if output.is_dir():

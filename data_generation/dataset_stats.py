@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from statistics import mean
 
-from aloe.cli import ArgumentParser, cli_main
+from aloe.cli import ArgumentParser, cli_main, output_file
 from aloe.interaction.conversations import is_none_value, parse_extraction
 from aloe.jsonl import read_records, write_json
 from aloe.records import Conversation
@@ -116,7 +116,7 @@ def plot_stats(stats: dict, conversations: list[Conversation], path: Path) -> No
 def main(argv=None):
     parser = ArgumentParser(description="Summarize a conversation file as JSON and a PNG.")
     parser.add_argument("input", help="conversations JSONL")
-    parser.add_argument("--output", default=None, help="stats JSON (default: <input stem>.stats.json); the PNG sits beside it")
+    parser.add_argument("--output", type=output_file, default=None, help="stats JSON (default: <input stem>.stats.json); the PNG sits beside it")
     args = parser.parse_args(argv)
     source = Path(args.input)
     conversations = read_records(source, Conversation, unique_ids=True)

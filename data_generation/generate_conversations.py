@@ -13,7 +13,10 @@ from __future__ import annotations
 import sys
 import time
 
-from aloe.cli import ArgumentParser, add_model_args, add_run_args, cli_main, model_pool, positive_int, role_spec, sampling_params, take_shard
+from aloe.cli import (
+    ArgumentParser, add_model_args, add_run_args, cli_main, model_pool, non_negative_float, positive_int, role_spec,
+    sampling_params, take_shard,
+)
 from aloe.errors import AloeError
 from aloe.interaction.conversations import (
     CONTINUE_RULES, ROLES, ConversationGenerator, GenerationSettings, generate_conversations,
@@ -43,7 +46,7 @@ def build_parser() -> ArgumentParser:
                         help="the preference judge's prompt: transcript (ours: sees the conversation, gives a short "
                              "reason, then the verdict) or paper (the ALOE paper's layout: persona and the two "
                              "replies only, verdict without analysis); recorded in each conversation's meta")
-    parser.add_argument("--judge-temperature", type=float, default=DEFAULTS.judge_temperature,
+    parser.add_argument("--judge-temperature", type=non_negative_float, default=DEFAULTS.judge_temperature,
                         help="the preference judge's temperature (default: greedy; the other roles use --temperature)")
     parser.add_argument("--max-attempts", type=positive_int, default=DEFAULTS.max_attempts,
                         help="samples per step before an empty message fails a conversation or a verdict stays unparsed")

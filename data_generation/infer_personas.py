@@ -17,7 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, add_model_args, add_raw_text_arg, add_run_args, cli_main, model_pool, positive_int, take_shard
+from aloe.cli import (
+    ArgumentParser, add_model_args, add_raw_text_arg, add_run_args, cli_main, model_pool, non_negative_float,
+    positive_int, take_shard,
+)
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter, rewrite_jsonl, write_json
 from aloe.models import resolve_spec
@@ -51,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--limit", type=positive_int, default=None, help="only the first N pairs")
     parser.add_argument("--max-attempts", type=positive_int, default=DEFAULTS.max_attempts,
                         help="asks per persona: the greedy one, then re-samples of unusable answers")
-    parser.add_argument("--resample-temperature", type=float, default=DEFAULTS.resample_temperature)
+    parser.add_argument("--resample-temperature", type=non_negative_float, default=DEFAULTS.resample_temperature)
     add_run_args(parser, "pair", required=True, output_help="pairs with personas (JSONL)", group_size=64,
                  group_help="pairs per round (2 asks each, one batch); finished rounds are written at once")
     return parser

@@ -7,34 +7,31 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, cli_main
+from aloe.cli import ArgumentParser, cli_main, output_file
 from aloe.errors import RecordError
-from aloe.jsonl import iter_records, merge_jsonl
+from aloe.jsonl import merge_jsonl, read_records
 from aloe.records import Conversation
 from aloe.runs import RunFiles
 
 
 def check_inputs(paths: list[Path]) -> None:
-    """Every record must validate and carry an id: merging keys on it."""
+    """Every record must validate and carry an id, once per file: merging keys on it. An empty file is an error
+    (a shard that never ran), as is an id twice in one file (two runs wrote it)."""
     for path in paths:
-        for _ in iter_records(path, Conversation):  # raises file:line: field: problem
-            pass
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if line.strip() and line.endswith("\n") and not json.loads(line).get("id"):
-                    raise RecordError(f"{path}:{number}: id: missing; merging needs ids "
-                                      "(files written by generate_conversations.py have them)")
+        for number, record in enumerate(read_records(path, Conversation, unique_ids=True), start=1):
+            if not record.id:
+                raise RecordError(f"{path}:{number}: id: missing; merging needs ids "
+                                  "(files written by generate_conversations.py have them)")
 
 
 @cli_main
 def main(argv=None):
     parser = ArgumentParser(description="Join conversation shard files, dropping duplicate ids.")
     parser.add_argument("inputs", nargs="*", help="files to join (default: the shard files of --output)")
-    parser.add_argument("--output", required=True, help="merged file (overwritten)")
+    parser.add_argument("--output", type=output_file, required=True, help="merged file (overwritten)")
     args = parser.parse_args(argv)
     output = Path(args.output)
     inputs = [Path(p) for p in args.inputs] or [path for _, path in RunFiles(output).shard_files()]

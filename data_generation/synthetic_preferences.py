@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from aloe.cli import ArgumentParser, cli_main, positive_int
+from aloe.cli import ArgumentParser, cli_main, output_folder, positive_int, share
 from aloe.steerable.sources import KINDS, SourceOptions, build_dataset
 
 
@@ -25,14 +25,14 @@ def main(argv=None) -> int:
     defaults = SourceOptions()
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", choices=KINDS, required=True)
-    parser.add_argument("--output", required=True, help="data directory to write")
+    parser.add_argument("--output", type=output_folder, required=True, help="data directory to write")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--pairs", type=positive_int, default=defaults.pairs, help="scalar: pairs of options")
     parser.add_argument("--source", default=defaults.source,
                         help="text/ultrafeedback: a JSONL file in UltraFeedback's schema, or 'hub' for openbmb/UltraFeedback")
     parser.add_argument("--attributes", nargs="+", default=list(defaults.attributes),
                         help="text: the attributes users like or dislike (two users per attribute)")
-    parser.add_argument("--conflicting-share", type=float, default=defaults.conflicting_share,
+    parser.add_argument("--conflicting-share", type=share, default=defaults.conflicting_share,
                         help="text: share of pairs kept on which some users disagree (default: all pairs as drawn)")
     parser.add_argument("--conversations", default=None, help="aloe: conversation file(s) to read users from")
     parser.add_argument("--min-pairs", type=positive_int, default=defaults.min_pairs,

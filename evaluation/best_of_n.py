@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, sampling_params
+from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, output_file, positive_int, sampling_params
 from aloe.errors import AloeError
 from aloe.jsonl import rewrite_jsonl
 from aloe.responses import PLACEMENTS, prompt_requests
@@ -37,14 +37,14 @@ def main(argv=None):
     parser.add_argument("--placement", choices=PLACEMENTS, default="system")
     parser.add_argument("--limit", type=positive_int, default=None, help="only the first N prompts")
     parser.add_argument("--reward-batch-size", type=positive_int, default=8, help="chats per reward-model forward")
-    parser.add_argument("--output", required=True, help="best responses JSONL (replaced)")
+    parser.add_argument("--output", type=output_file, required=True, help="best responses JSONL (replaced)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     output = Path(args.output)
     if output.is_dir():
         raise AloeError(f"{output}: is a directory; --output must be a JSONL file path")
-    reward_model = RewardModel(args.reward_model, args.reward_batch_size, dtype=args.dtype)
     requests = prompt_requests(args.prompts, args.condition_field or None, args.placement)[:args.limit]
+    reward_model = RewardModel(args.reward_model, args.reward_batch_size, dtype=args.dtype)
     model = model_pool(args, output).get(args.model)
     best = best_of_n(model, reward_model, requests, args.n, sampling_params(args))
     rewrite_jsonl(output, best)

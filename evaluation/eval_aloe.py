@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from aloe.cli import (
-    ArgumentParser, add_model_args, add_run_args, cli_main, model_pool, positive_int, role_spec, sampling_params,
-    take_shard,
+    ArgumentParser, add_model_args, add_run_args, cli_main, model_pool, non_negative_float, non_negative_int,
+    positive_int, role_spec, sampling_params, take_shard,
 )
 from aloe.errors import AloeError
 from aloe.interaction.evaluation import PERSONALITIES_USED, ROLES, EvaluationSettings, load_persona_set
@@ -45,22 +45,22 @@ def build_parser() -> ArgumentParser:
     group.add_argument("--personalities-used", type=positive_int, default=PERSONALITIES_USED,
                        help="pair every profile with the first N personalities of the file (default: the paper's "
                             "5; its evaluation file holds 7)")
-    group.add_argument("--turns", type=int, default=DEFAULTS.turns, help="turns per conversation (paper: 10)")
+    group.add_argument("--turns", type=positive_int, default=DEFAULTS.turns, help="turns per conversation (paper: 10)")
     group.add_argument("--persona-system-message", action="store_true",
                        help="tell the model under test who the user is, in a system message (an upper bound, "
                             "not the paper's protocol; recorded in the result's identity)")
-    group.add_argument("--limit", type=int, default=None,
+    group.add_argument("--limit", type=positive_int, default=None,
                        help="evaluate only the first N persona pairs (pairs are ordered so any prefix spreads over "
                             "profiles and personalities)")
-    group.add_argument("--user-temperature", type=float, default=DEFAULTS.user_temperature,
+    group.add_argument("--user-temperature", type=non_negative_float, default=DEFAULTS.user_temperature,
                        help="user simulator sampling temperature")
     group.add_argument("--user-max-new-tokens", type=positive_int, default=DEFAULTS.user_max_new_tokens)
-    group.add_argument("--judge-temperature", type=float, default=DEFAULTS.judge_temperature,
+    group.add_argument("--judge-temperature", type=non_negative_float, default=DEFAULTS.judge_temperature,
                        help="judge temperature (default: greedy)")
     group.add_argument("--judge-max-new-tokens", type=positive_int, default=DEFAULTS.judge_max_new_tokens)
     group.add_argument("--max-attempts", type=positive_int, default=DEFAULTS.max_attempts,
                        help="samples of the user simulator before an empty message ends a conversation")
-    group.add_argument("--bootstrap", type=int, default=DEFAULTS.bootstrap, help="bootstrap samples for the 95%% intervals")
+    group.add_argument("--bootstrap", type=non_negative_int, default=DEFAULTS.bootstrap, help="bootstrap samples for the 95%% intervals")
     group.add_argument("--merge", action="store_true",
                        help="join the finished shard results beside --output into one result and stop")
     add_run_args(group, "pair", output_help="result JSON (default: results/aloe/<model>.json)",
@@ -74,10 +74,6 @@ def build_parser() -> ArgumentParser:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
-    if args.turns < 1:
-        raise AloeError(f"--turns must be at least 1, got {args.turns}")
-    if args.limit is not None and args.limit < 1:
-        raise AloeError(f"--limit must be at least 1, got {args.limit}")
     args.user_model = args.user_model or DEFAULTS.helper_model
     args.judge_model = args.judge_model or DEFAULTS.helper_model
     specs = {role: role_spec(args, role) for role in ROLES}

@@ -19,7 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params
+from aloe.cli import (
+    ArgumentParser, add_model_args, cli_main, model_pool, non_negative_float, non_negative_int, output_file,
+    positive_int, role_spec, sampling_params,
+)
 from aloe.errors import AloeError
 from aloe.jsonl import rewrite_jsonl
 from aloe.logs import redact_data
@@ -47,15 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="grade these responses (ids = benchmark ids) instead of generating with --model")
     group.add_argument("--runs", type=positive_int, default=3, help="judge runs (paper: 3); they differ only "
                        "when the judge samples (--judge-temperature > 0)")
-    group.add_argument("--judge-temperature", type=float, default=0.0,
+    group.add_argument("--judge-temperature", type=non_negative_float, default=0.0,
                        help="judge temperature (default: greedy; the paper sampled at 1.0)")
     group.add_argument("--judge-max-new-tokens", type=positive_int, default=256)
     group.add_argument("--judge-sees-system", action="store_true",
                        help="show the judge the item's system message too (default: instruction, response, "
                             "reference answer and rubric only, as the paper's shipped evaluation did)")
-    group.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples for the 95%% intervals")
+    group.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap samples for the 95%% intervals")
     group.add_argument("--name", default=None, help="result name (default: the model's short name)")
-    group.add_argument("--output", default=None, help="result JSON (default: results/multifaceted/<name>.json)")
+    group.add_argument("--output", type=output_file, default=None, help="result JSON (default: results/multifaceted/<name>.json)")
     group.add_argument("--group-size", type=positive_int, default=64, help="prompts per backend call")
     return parser
 
@@ -72,9 +75,9 @@ def main(argv=None):
     output = Path(args.output or Path("results") / "multifaceted" / f"{name}.json")
     if output.is_dir():
         raise AloeError(f"{output}: is a directory; --output must be a JSON file path")
+    given = {response.id: response for response in read_responses(args.responses)} if args.responses else {}
     pool = model_pool(args, output)
     if args.responses:
-        given = {response.id: response for response in read_responses(args.responses)}
         missing = [item.id for item in items if item.id not in given]
         if missing:
             raise AloeError(f"{args.responses}: id: no response for benchmark item {missing[0]!r} "

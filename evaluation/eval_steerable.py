@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, cli_main, positive_int
+from aloe.cli import ArgumentParser, cli_main, non_negative_int, output_file, positive_int
 from aloe.errors import AloeError
 from aloe.jsonl import write_json
 from aloe.provenance import provenance
@@ -28,14 +28,12 @@ def main(argv=None) -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", help="checkpoint folders written by training/steerable_reward.py")
     parser.add_argument("--data", default=None, help="data directory (default: the one the first checkpoint was trained on)")
-    parser.add_argument("--k", type=int, nargs="+", default=DEFAULT_KS, help="context sizes to score")
+    parser.add_argument("--k", type=non_negative_int, nargs="+", default=DEFAULT_KS, help="context sizes to score")
     parser.add_argument("--tasks", type=positive_int, default=1920, help="tasks per k")
     parser.add_argument("--targets", type=positive_int, default=20, help="held-out target pairs per task")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default="results/steerable/result.json")
+    parser.add_argument("--output", type=output_file, default="results/steerable/result.json")
     args = parser.parse_args(argv)
-    if any(k < 0 for k in args.k):
-        raise AloeError(f"--k: context sizes must be >= 0, got {args.k}")
     loaded = [(Path(path), *load_checkpoint(path)) for path in args.checkpoints]
     data = args.data or loaded[0][2].get("data")
     if not data:

@@ -17,7 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, positive_int, role_spec, sampling_params
+from aloe.cli import (
+    ArgumentParser, add_model_args, cli_main, model_pool, non_negative_int, output_file, positive_int, role_spec,
+    sampling_params,
+)
 from aloe.errors import AloeError
 from aloe.judges.pairwise import read_judgements, write_judgements
 from aloe.jsonl import write_json
@@ -43,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--saliency", action="store_true", help="also compute word saliency of the personas")
     parser.add_argument("--min-count", type=positive_int, default=10, help="saliency: personas a word must occur in")
     parser.add_argument("--top", type=positive_int, default=10, help="saliency: words per side")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples for the 95%% intervals")
-    parser.add_argument("--output", default=None, help="result JSON (default: results/tailoring/<pairs>.accuracy.json)")
+    parser.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap samples for the 95%% intervals")
+    parser.add_argument("--output", type=output_file, default=None, help="result JSON (default: results/tailoring/<pairs>.accuracy.json)")
     parser.add_argument("--overwrite", action="store_true", help="judge everything again instead of resuming")
     parser.add_argument("--report", default=None, metavar="RESULT", help="print the table of a finished result and stop")
     return parser

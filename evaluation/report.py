@@ -16,7 +16,7 @@ from typing import Annotated
 
 from pydantic import Field, TypeAdapter
 
-from aloe.cli import ArgumentParser, cli_main
+from aloe.cli import ArgumentParser, cli_main, output_file
 from aloe.errors import AloeError
 from aloe.interaction.results import AloeResult, plot_levels
 from aloe.jsonl import read_json_as
@@ -31,8 +31,14 @@ RESULT = TypeAdapter(Annotated[AloeResult | MultifacetedResult, Field(discrimina
 
 def load_result(path: str | Path) -> AloeResult | MultifacetedResult:
     """An ALOE or a Multifaceted result, by its `benchmark` field; anything else is one error line."""
-    return read_json_as(path, RESULT, "an ALOE result nor a Multifaceted one; expected the JSON written by "
-                                      "evaluation/eval_aloe.py or evaluation/eval_multifaceted.py")
+    result = read_json_as(path, RESULT, "an ALOE result nor a Multifaceted one; expected the JSON written by "
+                                        "evaluation/eval_aloe.py or evaluation/eval_multifaceted.py")
+    try:  # a result edited by hand can pass the schema and still miss a metric; named before anything is written
+        (table if isinstance(result, AloeResult) else results_table)([result])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise AloeError(f"{path}: an incomplete result ({type(exc).__name__}: {exc}); re-run the evaluation "
+                        "that wrote it") from None
+    return result
 
 
 def _num(value, fmt: str = "{:.2f}") -> str:
@@ -105,7 +111,7 @@ def main(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("results", nargs="+",
                         help="result JSON files written by evaluation/eval_aloe.py or evaluation/eval_multifaceted.py")
-    parser.add_argument("--output", default="results/aloe/report.md",
+    parser.add_argument("--output", type=output_file, default="results/aloe/report.md",
                         help="Markdown table path; the plot is written beside it as .png")
     args = parser.parse_args(argv)
     results = [load_result(path) for path in args.results]

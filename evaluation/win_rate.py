@@ -19,7 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, add_model_args, cli_main, model_pool, role_spec, sampling_params
+from aloe.cli import (
+    ArgumentParser, add_model_args, cli_main, model_pool, non_negative_int, output_file, role_spec, sampling_params,
+)
 from aloe.errors import AloeError
 from aloe.jsonl import write_json
 from aloe.judges.pairwise import (
@@ -43,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--criteria", nargs="+", default=list(DEFAULT_CRITERIA),
                         help=f"criteria to judge, each a prompt file pairwise_<criterion>.txt "
                              f"(default: {' '.join(DEFAULT_CRITERIA)}; available: {', '.join(criteria())})")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples for the 95%% intervals")
-    parser.add_argument("--output", default=None, help="result JSON (default: results/win_rate/<A>_vs_<B>.json)")
+    parser.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap samples for the 95%% intervals")
+    parser.add_argument("--output", type=output_file, default=None, help="result JSON (default: results/win_rate/<A>_vs_<B>.json)")
     parser.add_argument("--overwrite", action="store_true", help="judge everything again instead of resuming")
     parser.add_argument("--report", nargs="+", default=None, metavar="RESULT",
                         help="print one table of finished result files and stop")
@@ -74,6 +76,10 @@ def read_result(path: str) -> dict:
         raise AloeError(f"{path}: cannot read a win-rate result ({exc})") from None
     if not isinstance(data, dict) or "criteria" not in data:
         raise AloeError(f"{path}: criteria: missing (not a win-rate result file)")
+    try:  # a result cut short or edited by hand fails here, named
+        table([(path, data)])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise AloeError(f"{path}: an incomplete win-rate result ({type(exc).__name__}: {exc})") from None
     return data
 
 

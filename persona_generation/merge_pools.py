@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from aloe.cli import ArgumentParser, cli_main
+from aloe.cli import ArgumentParser, cli_main, output_file
 from aloe.sentence_embeddings import NoveltyFilter, load_embedder
 from aloe.errors import AloeError
 from aloe.jsonl import JsonlWriter
@@ -25,7 +25,7 @@ from aloe.interaction.personas import load_pool
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("inputs", nargs="+", help="pool files (shard outputs), merged in the order given")
-    parser.add_argument("--output", required=True, help="merged pool file (written anew)")
+    parser.add_argument("--output", type=output_file, required=True, help="merged pool file (written anew)")
     parser.add_argument("--threshold", type=float, default=0.6, help="novelty threshold, as for generation (paper: 0.6)")
     parser.add_argument("--embedder", default="embedded", help="sentence embedder spec, as for generation")
     return parser

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aloe.cli import ArgumentParser, cli_main
+from aloe.cli import ArgumentParser, cli_main, output_file
 from aloe.jsonl import write_json
 from aloe.sentence_embeddings import DEFAULT_CHUNK_ROWS, load_embedder
 from aloe.interaction.personas import load_pool
@@ -30,8 +30,8 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("files", nargs="+", help="pool files (Persona JSONL or bare JSON strings)")
     parser.add_argument("--embedder", default="embedded", help="sentence embedder spec (default: embedded)")
-    parser.add_argument("--output", default=None, help="stats JSON file to write (default: the JSON goes to stdout)")
-    parser.add_argument("--plot", default=None, help="histogram PNG (default: <stem>.nn_similarity.png beside "
+    parser.add_argument("--output", type=output_file, default=None, help="stats JSON file to write (default: the JSON goes to stdout)")
+    parser.add_argument("--plot", type=output_file, default=None, help="histogram PNG (default: <stem>.nn_similarity.png beside "
                                                      "--output, else beside the first file)")
     return parser
 

@@ -207,12 +207,8 @@ def assert_one_line_error(capsys, needle):
 
 
 @pytest.mark.parametrize("problem, needle", [
-    ("missing", "file not found"),
-    ("empty", "no records"),
     ("malformed", ":3: record: not valid JSON"),
     ("few", "--examples-per-prompt 5"),
-    ("threshold0", "--threshold must be in (0, 1]"),
-    ("threshold2", "--threshold must be in (0, 1]"),
     ("kind", "argument --kind: invalid choice: 'persona'"),
     ("model", "unknown model spec"),
     ("embedder", "embedder path not found"),
@@ -221,17 +217,13 @@ def test_bad_input_is_one_line_and_a_nonzero_exit_and_loses_nothing(problem, nee
     output = tmp_path / "profiles.jsonl"
     before = "".join(json.dumps({"id": f"s{i}", "text": text}) + "\n" for i, text in enumerate(SEEDS[:3]))
     output.write_text(before)
-    seed_file = {"missing": tmp_path / "nope.jsonl", "empty": tmp_path / "empty.jsonl",
-                 "malformed": tmp_path / "bad.jsonl", "few": tmp_path / "few.jsonl"}.get(problem, seeds)
-    if problem == "empty":
-        seed_file.write_text("\n")
+    seed_file = {"malformed": tmp_path / "bad.jsonl", "few": tmp_path / "few.jsonl"}.get(problem, seeds)
     if problem == "malformed":
         seed_file.write_text(seeds.read_text().splitlines()[0] + "\n" + seeds.read_text().splitlines()[1] + "\n{oops\n")
     if problem == "few":
         seed_file.write_text(json.dumps({"id": "only", "text": SEEDS[0]}) + "\n")
     argv = ["--kind", "persona" if problem == "kind" else "profile", "--seeds", str(seed_file), "--target", "50",
             "--output", str(output), "--overwrite",
-            "--threshold", {"threshold0": "0", "threshold2": "1.5"}.get(problem, "0.6"),
             "--model", "no-such-model" if problem == "model" else "embedded",
             "--embedder", "./no/such/embedder" if problem == "embedder" else "embedded"]
     if problem == "few":

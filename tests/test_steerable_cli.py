@@ -182,7 +182,6 @@ def test_an_aloe_file_where_no_user_has_enough_pairs(capsys, tmp_path):
     (["--kind", "aloe"], "--conversations"),
     (["--kind", "nope"], "invalid choice"),
     (["--kind", "text", "--attributes", "colour"], "unknown text attribute"),
-    (["--kind", "text", "--conflicting-share", "2"], "--conflicting-share"),
 ])
 def test_bad_data_requests(capsys, tmp_path, argv, needle):
     assert_one_line_error(capsys, run_script(DATA, *argv, "--output", tmp_path), needle)

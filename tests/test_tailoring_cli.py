@@ -1,4 +1,4 @@
-"""Every persona-tailoring script against every kind of bad input: one line naming the problem, exit 1."""
+"""Persona-tailoring scripts against records with a field wrong: one line naming the problem, exit 1."""
 
 from __future__ import annotations
 
@@ -11,27 +11,17 @@ GOOD = {"id": "p1", "prompt": "Why?", "chosen": "Because.", "rejected": "No.", "
         "chosen_persona": "The user is curious.", "rejected_persona": "The user is busy."}
 RESPONSE = {"id": "p1", "prompt": "Why?", "response": "Because.", "condition": "The user is curious."}
 
+# Files that are not records at all (missing, empty, binary, ...) are tests/test_bad_input.py's; these are records
+# with a field wrong.
 BAD_FILES = {
-    "missing": None,
-    "empty": b"",
-    "binary": bytes(range(256)),
-    "non-utf8": "caf\u00e9".encode("latin-1") + b"\n",
-    "wrong JSON type": b"[1, 2]\n",
-    "not JSON": b"{oops\n",
-    "duplicate ids": (json.dumps(GOOD) + "\n" + json.dumps(GOOD) + "\n").encode(),
     "missing chosen": (json.dumps({k: v for k, v in GOOD.items() if k != "chosen"}) + "\n").encode(),
     "empty prompt": (json.dumps({**GOOD, "prompt": " "}) + "\n").encode(),
-    "directory": "dir",
 }
 
 
 def bad_file(tmp_path, kind):
     path = tmp_path / f"input-{kind.replace(' ', '_')}.jsonl"
-    content = BAD_FILES[kind]
-    if content == "dir":
-        path.mkdir()
-    elif content is not None:
-        path.write_bytes(content)
+    path.write_bytes(BAD_FILES[kind])
     return path
 
 
@@ -54,10 +44,8 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path, capsys, script, kind):
     if script == "win_rate" and kind in ("missing chosen",):
         pytest.skip("a responses file has no chosen field")
     path = bad_file(tmp_path, kind)
-    if script == "win_rate" and kind in ("duplicate ids", "empty prompt"):
-        record = {**RESPONSE, "prompt": " "} if kind == "empty prompt" else RESPONSE
-        copies = 1 if kind == "empty prompt" else 2
-        path.write_text((json.dumps(record) + "\n") * copies)
+    if script == "win_rate" and kind == "empty prompt":
+        path.write_text(json.dumps({**RESPONSE, "prompt": " "}) + "\n")
     name, *argv = commands(path, tmp_path)[script]
     assert run_script(name, *argv) == 1
     err = capsys.readouterr().err

@@ -233,14 +233,6 @@ def test_missing_rejected_reply_names_file_and_line(tmp_path, tiny_model_dir, ca
     assert not (tmp_path / "out").exists()
 
 
-def test_empty_file(tmp_path, tiny_model_dir, capsys):
-    path = tmp_path / "empty.jsonl"
-    path.write_text("")
-    err = run_fails("sft", ["--model", str(tiny_model_dir), "--data", "preferred", "--conversations", str(path),
-                            "--output", str(tmp_path / "out")], capsys)
-    assert "no records" in err
-
-
 def test_unknown_data_branch_is_an_argparse_error(conversations_file, capsys):
     assert load_script("sft").main(["--data", "chosen", "--conversations", str(conversations_file)]) == 1
     assert "invalid choice: 'chosen'" in capsys.readouterr().err

@@ -11,7 +11,7 @@ pass is kept. Writes model.pt and summary.json (with the training curve). See do
 from __future__ import annotations
 
 import sys
-from aloe.cli import ArgumentParser, cli_main, positive_int
+from aloe.cli import ArgumentParser, cli_main, non_negative_int, output_folder, positive_float, positive_int
 from aloe.steerable.models import KINDS
 from aloe.steerable.train import TrainConfig, config_from_args, train
 
@@ -24,14 +24,14 @@ def main(argv=None) -> int:
     parser.add_argument("--data", required=True, help="data directory with train.jsonl, val.jsonl (test.jsonl for evaluation)")
     parser.add_argument("--model", choices=KINDS, default=DEFAULTS.model)
     parser.add_argument("--latent", action="store_true", help="np-btl: latent z trained with the ELBO (default: deterministic z)")
-    parser.add_argument("--output", required=True, help="checkpoint folder")
+    parser.add_argument("--output", type=output_folder, required=True, help="checkpoint folder")
     parser.add_argument("--hidden", type=positive_int, default=DEFAULTS.hidden)
     parser.add_argument("--heads", type=positive_int, default=DEFAULTS.heads)
     parser.add_argument("--targets", type=positive_int, default=DEFAULTS.targets, help="target pairs per task")
-    parser.add_argument("--k-min", type=int, default=DEFAULTS.k_min, help="fewest context pairs of a training task")
-    parser.add_argument("--k-max", type=int, default=DEFAULTS.k_max, help="most context pairs of a training task")
+    parser.add_argument("--k-min", type=non_negative_int, default=DEFAULTS.k_min, help="fewest context pairs of a training task")
+    parser.add_argument("--k-max", type=non_negative_int, default=DEFAULTS.k_max, help="most context pairs of a training task")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size, help="tasks per step")
-    parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
+    parser.add_argument("--lr", type=positive_float, default=DEFAULTS.lr)
     parser.add_argument("--epochs", type=positive_int, default=DEFAULTS.epochs)
     parser.add_argument("--steps-per-epoch", type=positive_int, default=DEFAULTS.steps_per_epoch)
     parser.add_argument("--val-tasks", type=positive_int, default=DEFAULTS.val_tasks, help="tasks of the validation pass")

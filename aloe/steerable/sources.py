@@ -251,7 +251,7 @@ def _aloe_items(options: SourceOptions) -> tuple[list[dict], dict]:
         raise AloeError("--kind aloe needs --conversations FILE (an ALOE conversation file)")
     rng = random.Random(options.seed)
     items = []
-    for conversation in read_records(options.conversations, Conversation):
+    for conversation in read_records(options.conversations, Conversation, unique_ids=True):
         user = "u-" + hashlib.sha1(f"{conversation.profile}\n{conversation.personality}".encode()).hexdigest()[:10]
         for k, turn in enumerate(conversation.conversations):
             preferred, rejected = turn.assistant.preferred, turn.assistant.rejected

@@ -315,7 +315,7 @@ def read_rows(paths: Sequence[str], kind: str, options: argparse.Namespace, form
     if build is None:
         raise TrainingError(f"{paths[0]}: {entry.description} hold no {kind} pairs for this method; "
                             f"known formats: {', '.join(FORMATS)}")
-    records = [record for path in paths for record in read_records(path, entry.schema)]
+    records = [record for path in paths for record in read_records(path, entry.schema, unique_ids=True)]
     rows = build(records, options)
     return entry.name, rows
 

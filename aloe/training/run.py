@@ -81,12 +81,13 @@ def prepare(method_name: str, args: argparse.Namespace) -> Prepared:
     marker = run_marker(args, method_name)
     state = check_output_dir(output, marker, args.overwrite, path)
     template = _read_template(args.chat_template)
-    tokenizer = load_tokenizer(path, template, require_chat_template=False)
+    # Data files first: a bad one is named before the (slower) tokenizer loads.
     format_name, adapted = read_rows(args.train_data, method.rows, args, args.format)
+    held = read_rows(args.eval_data, method.rows, args, args.format)[1] if args.eval_data else None
+    tokenizer = load_tokenizer(path, template, require_chat_template=False)
     main, truncated, dropped = _fit(adapted.rows, tokenizer, args, keys)
     main, eval_rows = _held_out(main, args)
-    if args.eval_data:
-        _, held = read_rows(args.eval_data, method.rows, args, args.format)
+    if held is not None:
         eval_rows, _, _ = _fit(held.rows, tokenizer, args, keys)
     mixed, mix_truncated, mix_dropped = _fit(method.extra_rows(args, len(adapted.rows)), tokenizer, args, keys)
     examples = main + mixed
@@ -105,9 +106,12 @@ def _read_template(path: str | None) -> str | None:
     if path is None:
         return None
     try:
-        return Path(path).read_text(encoding="utf-8")
+        template = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TrainingError(f"--chat-template {path}: cannot read it ({exc.__class__.__name__})") from None
+    if not template.strip():
+        raise TrainingError(f"--chat-template {path}: empty file")
+    return template
 
 
 def trainer_settings(prep: Prepared, dtype) -> dict[str, Any]:

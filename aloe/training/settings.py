@@ -9,7 +9,9 @@ import argparse
 import os
 from collections.abc import Sequence
 
-from aloe.cli import ArgumentParser, add_recipe_arg, fraction, non_negative_float, positive_float, positive_int
+from aloe.cli import (
+    ArgumentParser, add_recipe_arg, fraction, non_negative_float, output_folder, positive_float, positive_int,
+)
 from aloe.errors import TrainingError
 from aloe.models import DTYPE_CHOICES
 from aloe.training.formats import FORMATS
@@ -44,7 +46,7 @@ def build_parser(method_name: str) -> ArgumentParser:
     for entry in FORMATS.values():
         entry.add_args(data)
     method.add_args(parser.add_argument_group(method_name))
-    parser.add_argument("--output", default=None,
+    parser.add_argument("--output", type=output_folder, default=None,
                         help=f"output dir (default: model_output/<model>_{method_name}[_<data>])")
     parser.add_argument("--overwrite", action="store_true", help="train again into an output dir that holds a model")
     parser.add_argument("--chat-template", default=None, metavar="JINJA_FILE",
