@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ -z "${PYTHON:-}" ]; then bash scripts/setup.sh; fi  # a fresh clone gets its .venv (idempotent)
 PY=${PYTHON:-${ALOE_VENV:-.venv}/bin/python}
 MODEL=${MODEL:-embedded}                 # generates personas, plays user, extractor, assistant, judge
 BASE_MODEL=${BASE_MODEL:-embedded}       # the chat model that is trained and evaluated

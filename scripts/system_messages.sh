@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ -z "${PYTHON:-}" ]; then bash scripts/setup.sh; fi  # a fresh clone gets its .venv (idempotent)
 PY=${PYTHON:-${ALOE_VENV:-.venv}/bin/python}
 MODEL=${MODEL:-embedded}                 # writes preference sets, system messages and gold answers
 BASE_MODEL=${BASE_MODEL:-embedded}       # the model that is trained and evaluated
