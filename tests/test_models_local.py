@@ -220,3 +220,14 @@ def test_a_chunk_attends_over_the_same_length_whatever_ran_before(tiny_chatty_mo
     model.generate([[{"role": "user", "content": "a long story about tea " * 40}]], GREEDY)
     model.generate(short, GREEDY)
     assert lengths[-1] == fresh
+
+
+def test_loading_into_a_log_prints_no_weight_loading_bar(tiny_model_dir, capfd):
+    import transformers.utils.logging as transformers_logging
+
+    transformers_logging.enable_progress_bar()
+    try:
+        load_model(f"hf:{tiny_model_dir}")
+        assert "Loading weights" not in capfd.readouterr().err  # stderr is captured, not a terminal
+    finally:
+        transformers_logging.enable_progress_bar()
