@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 # Loggers that log every request at INFO. Matched by prefix, so renamed successors (httpx2, httpcore2 in
 # openai >= 3 and anthropic >= 2) stay quiet too; "fern" is the cohere SDK's.
@@ -34,6 +36,10 @@ def redact_data(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [redact_data(item) for item in value]
     return value
+
+
+# A result's settings: redacted whenever a result record is built, so no writer can forget to.
+RedactedSettings = Annotated[dict[str, Any], AfterValidator(redact_data)]
 
 
 class _QuietAndRedacted(logging.Filter):

@@ -25,7 +25,6 @@ from aloe.cli import (
 )
 from aloe.errors import AloeError
 from aloe.jsonl import rewrite_jsonl
-from aloe.logs import redact_data
 from aloe.models import resolve_spec, short_name
 from aloe.provenance import provenance
 from aloe.responses import generate_responses, read_responses
@@ -100,7 +99,7 @@ def main(argv=None):
     stem = output.with_suffix("")
     paths = {"records": Path(f"{stem}.records.jsonl"), "plot": Path(f"{stem}.png")}
     rewrite_jsonl(paths["records"], records)
-    settings = redact_data(vars(args))  # a password in --base-url never reaches a file
+    settings = dict(vars(args))  # redacted by the result schema (RedactedSettings)
     result = MultifacetedResult(
         name=name, model=args.responses or args.model,
         models={"model": args.responses or args.model, "judge": args.judge_model},

@@ -22,7 +22,7 @@ from aloe.interaction.evaluation import (
 )
 from aloe.interaction.personas import PersonaPair
 from aloe.jsonl import JsonlWriter, merge_jsonl, read_json, rewrite_jsonl, write_json
-from aloe.logs import redact_data
+from aloe.logs import RedactedSettings
 from aloe.lockstep import Roles
 from aloe.metrics import alignment_metrics
 from aloe.models import LOCAL_BACKENDS, resolve_spec
@@ -41,7 +41,7 @@ class AloeResult(Record):
     name: str
     model: str
     models: dict[str, str]  # role (model, user, judge) -> spec
-    settings: dict[str, Any]  # every flag of the run
+    settings: RedactedSettings  # every flag of the run (credentials in URLs redacted)
     identity: dict[str, Any]  # the settings that decide what the numbers mean
     settings_hash: str
     records: str  # the per-conversation records file
@@ -105,13 +105,13 @@ def truncation(records: Sequence[EvalRecord], turns: int) -> dict[str, Any]:
 def write_result(run: RunFiles, settings: dict, identity: dict, records: Sequence[EvalRecord], models: dict,
                  failed: int = 0) -> AloeResult:
     """Metrics from the records, the result JSON and its plot, for the run `run` (`failed`: conversations
-    this run could not finish, listed in its failures file). Credentials in settings are redacted."""
+    this run could not finish, listed in its failures file)."""
     metrics = result_metrics(records, identity["turns"], settings["bootstrap"], settings["seed"])
     result = AloeResult(
         name=run.stem,
         model=identity["model"],
         models={"model": identity["model"], "user": identity["user_model"], "judge": identity["judge_model"]},
-        settings=redact_data(settings),
+        settings=settings,
         identity=identity,
         settings_hash=settings_hash(identity),
         records=str(run.beside("records.jsonl")),

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from aloe.jsonl import read_json_as, write_json
+from aloe.logs import RedactedSettings
 from aloe.records import Record
 
 
@@ -55,7 +56,7 @@ class MultifacetedResult(Record):
     judge_temperature: float
     runs: int
     bench: str
-    settings: dict[str, Any]  # every flag of the run
+    settings: RedactedSettings  # every flag of the run (credentials in URLs redacted)
     records: str  # the per-item records file
     plot: str
     metrics: RubricMetrics
