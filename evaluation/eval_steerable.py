@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     plot_accuracy(result, output.with_suffix(".png"))
     table = markdown_table(result)
     output.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
-    print(table)
+    print(markdown_table(result, per_model=False) if result["seed_groups"] else table)  # seeds' own rows: in the .md
     print(f"-> {output} (+ .png, .md)")
     return 0
 

@@ -79,9 +79,9 @@ def test_epochs_are_fresh_and_reproducible(test_split):
     assert not torch.equal(first.target_a, second.target_a)
 
 
-def _np_model(latent=False, dim=1):
+def _np_model(latent=False, dim=1, original=False):
     torch.manual_seed(0)
-    return NPBTL(ModelConfig("np-btl", dim, hidden=32, heads=4, latent=latent)).eval()
+    return NPBTL(ModelConfig("np-btl", dim, hidden=32, heads=4, latent=latent, original=original)).eval()
 
 
 def _batch_for(test_split, k, count=8, seed=0):
@@ -100,17 +100,39 @@ def test_permuting_the_context_leaves_z_unchanged(test_split, latent):
         assert torch.allclose(model.context_z(batch), model.context_z(permuted), atol=1e-5)
 
 
-def test_mean_pooling_keeps_z_bounded_as_k_grows(test_split):
-    model = _np_model()
+def _z_norms_of_repeated_context(model, test_split):
+    """z's norm per task for the same five context pairs repeated: k = 5, 20, 200."""
     batch = _batch_for(test_split, k=5, count=4)
     norms = []
     with torch.no_grad():
-        for repeats in (1, 4, 40):  # the same five pairs repeated: k = 5, 20, 200
+        for repeats in (1, 4, 40):
             tiled = Batch(**{**batch.__dict__, **{name: getattr(batch, name).repeat(1, repeats, *([1] * (getattr(batch, name).dim() - 2)))
                                                   for name in ("context_a", "context_b", "context_choice", "context_mask")}})
             norms.append(model.context_z(tiled).norm(dim=-1))
+    return norms
+
+
+def test_mean_pooling_keeps_z_bounded_as_k_grows(test_split):
+    norms = _z_norms_of_repeated_context(_np_model(), test_split)
     # Self-attention over repeated pairs gives the same outputs, and their mean is the same z.
     assert torch.allclose(norms[0], norms[1], atol=1e-4) and torch.allclose(norms[0], norms[2], atol=1e-4)
+
+
+def test_the_original_network_sums_the_context_so_z_grows_with_k(test_split):
+    norms = _z_norms_of_repeated_context(_np_model(original=True), test_split)
+    assert torch.all(norms[2] > 5 * norms[0])
+
+
+def test_the_original_network_has_a_batch_normed_decoder_and_to_z_of_zero_as_prior(test_split):
+    model = _np_model(original=True)
+    assert any(isinstance(layer, torch.nn.BatchNorm1d) for layer in model.decoder) and model.prior is None
+    with torch.no_grad():
+        z = model.context_z(_batch_for(test_split, k=0))
+        assert torch.allclose(z, model.to_z(torch.zeros(1, 32)).expand_as(z))
+    model.train()
+    loss, _ = model.loss(_batch_for(test_split, k=3))
+    loss.backward()
+    assert torch.isfinite(loss) and model.decoder[1].weight.grad is not None
 
 
 def test_an_empty_context_gives_the_learned_prior(test_split):

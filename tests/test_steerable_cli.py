@@ -71,13 +71,18 @@ def test_scalar_data_train_and_evaluate_end_to_end(scalar_dir, tmp_path, capsys)
     assert "| np-btl |" in capsys.readouterr().out
 
 
-def test_seed_groups_average_over_seeds(scalar_dir, tmp_path):
+def test_seed_groups_average_over_seeds(scalar_dir, tmp_path, capsys):
     for seed in (0, 1):
         run_script(TRAIN, "--data", scalar_dir, "--model", "btl", "--seed", seed, "--output", tmp_path / f"btl-{seed}", *TINY)
     out = tmp_path / "r.json"
+    capsys.readouterr()
     assert run_script(EVAL, tmp_path / "btl-0", tmp_path / "btl-1", "--k", "0", "--tasks", "16", "--output", out) == 0
     group = json.loads(out.read_text())["seed_groups"]["btl"]
     assert group["members"] == ["btl-0", "btl-1"] and group["accuracy"]["0"]["seeds"] == 2
+    # The printed table shows the group; the Markdown file keeps every seed's row too.
+    printed, table = capsys.readouterr().out, out.with_suffix(".md").read_text()
+    assert "| **btl** (2 seeds" in printed and "| btl-0 |" not in printed
+    assert "| **btl** (2 seeds" in table and "| btl-0 |" in table and "| btl-1 |" in table
 
 
 def test_feedback_users_are_split_by_prompt_with_conflicts_kept(feedback_dir):
@@ -187,7 +192,21 @@ def test_bad_data_requests(capsys, tmp_path, argv, needle):
     assert_one_line_error(capsys, run_script(DATA, *argv, "--output", tmp_path), needle)
 
 
+def test_the_original_setup_validates_one_batch_every_7_steps_and_keeps_the_best(scalar_dir, tmp_path):
+    out = tmp_path / "original"
+    tiny = [*TINY, "--steps-per-epoch", "10"]  # the later flag wins
+    assert run_script(TRAIN, "--data", scalar_dir, "--model", "np-btl", "--original", "all", "--output", out, *tiny) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [point["step"] for point in summary["curve"]] == [0, 7, 10]
+    best = min(summary["curve"], key=lambda point: point["val_nll"])
+    assert summary["best_step"] == best["step"] and summary["best_val_nll"] == best["val_nll"]
+    assert summary["provenance"]["settings"]["original"] == ["overlap", "sampling", "network", "selection"]
+    assert torch.load(out / "model.pt", weights_only=True)["config"]["original"] is True
+
+
 def test_bad_training_requests(scalar_dir, tmp_path, capsys):
     assert_one_line_error(capsys, run_script(TRAIN, "--data", scalar_dir, "--model", "btl", "--latent",
                                              "--output", tmp_path, *TINY), "np-btl only")
+    assert_one_line_error(capsys, run_script(TRAIN, "--data", scalar_dir, "--model", "btl", "--original", "network",
+                                             "--output", tmp_path, *TINY), "--original network", "np-btl only")
     assert_one_line_error(capsys, run_script(NP_DPO, "--data", scalar_dir, "--output", tmp_path), "no option texts")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from aloe.cli import ArgumentParser, cli_main, non_negative_int, output_folder, positive_float, positive_int
 from aloe.steerable.models import KINDS
-from aloe.steerable.train import TrainConfig, config_from_args, train
+from aloe.steerable.train import ORIGINAL_PARTS, TrainConfig, config_from_args, train
 
 DEFAULTS = TrainConfig()
 
@@ -35,13 +35,15 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=positive_int, default=DEFAULTS.epochs)
     parser.add_argument("--steps-per-epoch", type=positive_int, default=DEFAULTS.steps_per_epoch)
     parser.add_argument("--val-tasks", type=positive_int, default=DEFAULTS.val_tasks, help="tasks of the validation pass")
-    parser.add_argument("--overlap", action="store_true", help="draw the context from among the targets (the original code's setup)")
-    parser.add_argument("--original-sampling", action="store_true",
-                        help="the original code's task sampling, for comparison: one k per batch, the same tasks every epoch")
+    parser.add_argument("--original", nargs="+", choices=[*ORIGINAL_PARTS, "all"], default=[], metavar="PART",
+                        help="reproduce parts of the original code's setup, for comparison: "
+                             + "; ".join(f"{name}: {what}" for name, what in ORIGINAL_PARTS.items())
+                             + "; all: every part")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    args.original = tuple(ORIGINAL_PARTS) if "all" in args.original else tuple(args.original)
     config = config_from_args(TrainConfig, args)
     summary = train(args.data, args.output, config, progress=not args.no_progress)
     best = next(point for point in summary["curve"] if point["step"] == summary["best_step"])

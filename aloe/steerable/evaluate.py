@@ -147,11 +147,17 @@ def group_seeds(result: dict, labels: dict[str, str]) -> dict:
     return groups
 
 
-def markdown_table(result: dict) -> str:
-    """Accuracy (%) per k: one row per model (mean ± SEM over tasks), then seed groups (mean ± sd over seeds)."""
+def markdown_table(result: dict, per_model: bool = True) -> str:
+    """Accuracy (%) per k: one row per model (mean ± SEM over tasks), then seed groups (mean ± sd over seeds).
+
+    `per_model=False` leaves out the rows of models that belong to a seed group.
+    """
     ks = [str(k) for k in result["ks"]]
     lines = ["| model | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    grouped = {name for group in result.get("seed_groups", {}).values() for name in group["members"]}
     for name, entry in result["models"].items():
+        if not per_model and name in grouped:
+            continue
         cells = []
         for k in ks:
             acc = entry["accuracy"][k]

@@ -30,6 +30,7 @@ class ModelConfig:
     hidden: int = 256
     heads: int = 8
     latent: bool = False  # NP-BTL: a latent z with the ELBO instead of the deterministic (conditional NP) z
+    original: bool = False  # NP-BTL as the original code built it, for comparison (see NPBTL)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,11 +53,13 @@ class Batch:
         return Batch(**{name: (value.to(device) if value is not None else None) for name, value in self.__dict__.items()})
 
 
-def mlp(sizes: list[int]) -> nn.Sequential:
+def mlp(sizes: list[int], batch_norm: bool = False) -> nn.Sequential:
+    """Linear layers with ReLU between; `batch_norm` puts a BatchNorm1d (and no biases) before each ReLU."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
-        layers.append(nn.Linear(n_in, n_out))
+        layers.append(nn.Linear(n_in, n_out, bias=not batch_norm))
         if i < len(sizes) - 2:
+            layers.extend([nn.BatchNorm1d(n_out)] if batch_norm else [])
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
@@ -137,31 +140,38 @@ class NPBTL(RewardModel):
     loss is the target NLL. Latent path: the encoder gives q(z | pairs) = N(mu, sigma) (sigma above a
     floor); training samples z from q(z | context + targets) and adds KL(q(z | context + targets) ||
     q(z | context)), the standard NP ELBO; prediction uses the mean of q(z | context).
+
+    `original`: the original code's network, kept to reproduce its published curve: a context pair's
+    raw options (not g) are encoded, attention has dropout 0.1 and no residual or norm, the pairs are
+    summed (z grows with k), an empty context gives to_z(0), and the decoder is batch-normed.
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        h = config.hidden
-        self.pair_encoder = mlp([2 * h, h, h])
-        self.attention = nn.MultiheadAttention(h, config.heads, batch_first=True)
-        self.norm = nn.LayerNorm(h)
+        h, original = config.hidden, config.original
+        self.pair_encoder = mlp([2 * (config.input_dim if original else h), h, h])
+        self.attention = nn.MultiheadAttention(h, config.heads, dropout=0.1 if original else 0.0, batch_first=True)
+        self.norm = nn.Identity() if original else nn.LayerNorm(h)
         self.to_z = mlp([h, h, 2 * h if config.latent else h])
-        self.prior = nn.Parameter(torch.zeros(2 * h if config.latent else h))
-        self.decoder = mlp([2 * h, h, 1])
+        self.prior = None if original else nn.Parameter(torch.zeros(2 * h if config.latent else h))
+        self.decoder = mlp([2 * h, h, 1], batch_norm=original)
 
     # -- the context encoder
 
     def _encode_pairs(self, a, b, choice, mask) -> torch.Tensor:
         """Pooled statistics of each task's pairs -> z (deterministic) or (mu, raw std) (latent); prior where none."""
-        ga, gb = self.encoder(a), self.encoder(b)
-        chosen = torch.where(choice.bool().unsqueeze(-1), gb, ga)
-        rejected = torch.where(choice.bool().unsqueeze(-1), ga, gb)
+        if not self.config.original:
+            a, b = self.encoder(a), self.encoder(b)
+        chosen = torch.where(choice.bool().unsqueeze(-1), b, a)
+        rejected = torch.where(choice.bool().unsqueeze(-1), a, b)
         h = self.pair_encoder(torch.cat([chosen, rejected], -1))
         has_any = mask.any(1)
         # Tasks without context attend over one dummy slot (an all-masked row gives NaN); their z is the prior.
         safe_mask = mask.clone()
         safe_mask[~has_any, 0] = True
         attended, _ = self.attention(h, h, h, key_padding_mask=~safe_mask, need_weights=False)
+        if self.config.original:
+            return self.to_z((attended * mask.float().unsqueeze(-1)).sum(1))
         h = self.norm(h + attended)
         weights = safe_mask.float().unsqueeze(-1)
         pooled = (h * weights).sum(1) / weights.sum(1)
@@ -181,10 +191,12 @@ class NPBTL(RewardModel):
         return self.z_from_pairs(batch.context_a, batch.context_b, batch.context_choice, batch.context_mask)
 
     def _decode(self, batch: Batch, z: torch.Tensor) -> torch.Tensor:
-        zt = z.unsqueeze(1).expand(-1, batch.target_a.shape[1], -1)
-        ra = self.decoder(torch.cat([self.encoder(batch.target_a), zt], -1)).squeeze(-1)
-        rb = self.decoder(torch.cat([self.encoder(batch.target_b), zt], -1)).squeeze(-1)
-        return rb - ra
+        # Both options of every target in one (rows, features) pass: a batch-normed decoder sees them together.
+        options = torch.cat([batch.target_a, batch.target_b], 1)
+        inputs = torch.cat([self.encoder(options), z.unsqueeze(1).expand(-1, options.shape[1], -1)], -1)
+        rewards = self.decoder(inputs.flatten(0, 1)).view(options.shape[:2])
+        reward_a, reward_b = rewards.chunk(2, 1)
+        return reward_b - reward_a
 
     def margin(self, batch: Batch) -> torch.Tensor:
         return self._decode(batch, self.context_z(batch))

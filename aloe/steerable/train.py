@@ -20,6 +20,13 @@ from aloe.steerable.episodes import EpisodeSampler, fixed_tasks
 from aloe.steerable.models import KINDS, ModelConfig, RewardModel, build_model
 
 CHECKPOINT_FILE = "model.pt"
+ORIGINAL_PARTS = {
+    "overlap": "context drawn from among the targets, every target scored",
+    "sampling": "one k per batch, the same tasks every epoch",
+    "network": "NP-BTL's original network (raw-option pair encoder, attention without residual, sum pooling, batch-normed decoder)",
+    "selection": "best checkpoint by one batch of 64 validation tasks, checked every 7 steps; Adam eps 3e-5",
+}
+ORIGINAL_SELECTION_EVERY = 500 // 64  # the original validated every 500 // batch size steps
 SUMMARY_FILE = "summary.json"
 
 
@@ -39,9 +46,19 @@ class TrainConfig:
     epochs: int = 4
     steps_per_epoch: int = 250
     val_tasks: int = 1920  # the validation pass: this many fixed tasks, k spread over k_min..k_max
-    overlap: bool = False  # draw the context from among the targets (the original code's setup)
-    original_sampling: bool = False  # one k per batch, the same tasks every epoch (the original code's regime)
+    original: tuple[str, ...] = ()  # parts of the original code's setup to reproduce, for comparison (ORIGINAL_PARTS)
     seed: int = 0
+
+    @property
+    def name(self) -> str:
+        """e.g. np-btl, np-btl-latent, np-btl-original (every original part), btl-original-sampling."""
+        parts = "" if not self.original else "-original" if set(self.original) == set(ORIGINAL_PARTS) else \
+            "-original-" + "+".join(part for part in ORIGINAL_PARTS if part in self.original)
+        return self.model + ("-latent" if self.latent else "") + parts
+
+    @property
+    def overlap(self) -> bool:
+        return "overlap" in self.original
 
     def check(self) -> None:
         if self.model not in KINDS:
@@ -50,6 +67,11 @@ class TrainConfig:
             raise AloeError("--latent applies to np-btl only")
         if not 0 <= self.k_min <= self.k_max:
             raise AloeError(f"need 0 <= k-min <= k-max, got {self.k_min} and {self.k_max}")
+        unknown = set(self.original) - set(ORIGINAL_PARTS)
+        if unknown:
+            raise AloeError(f"unknown original part(s) {', '.join(sorted(unknown))}; choose from {', '.join(ORIGINAL_PARTS)}")
+        if "network" in self.original and self.model != "np-btl":
+            raise AloeError("--original network applies to np-btl only")
         if self.overlap and self.k_max > self.targets:
             raise AloeError(f"with --overlap the context comes from the targets: k-max {self.k_max} > targets {self.targets}")
 
@@ -90,12 +112,15 @@ def train(data_dir: str | Path, output: str | Path, config: TrainConfig, progres
     train_sampler = EpisodeSampler(train_split, config.targets, config.overlap)
     val_sampler = EpisodeSampler(val_split, config.targets, config.overlap)
     train_sampler.check_k(config.k_max, "train")
-    val_tasks = fixed_tasks(val_sampler, config.val_tasks, ks, seed=config.seed + 10_000)
+    # The original validated one fixed batch of 64 tasks every 7 steps; a real pass scores --val-tasks after each epoch.
+    original_selection = "selection" in config.original
+    val_tasks = fixed_tasks(val_sampler, 64 if original_selection else config.val_tasks, ks, seed=config.seed + 10_000)
+    validate_every = ORIGINAL_SELECTION_EVERY if original_selection else config.steps_per_epoch
 
     model_config = ModelConfig(kind=config.model, input_dim=train_split.dim, hidden=config.hidden,
-                               heads=config.heads, latent=config.latent)
+                               heads=config.heads, latent=config.latent, original="network" in config.original)
     model = build_model(model_config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, eps=3e-5 if original_selection else 1e-8)
 
     val_nll, val_acc = batched_nll_accuracy(model, val_sampler, val_tasks)
     curve = [{"step": 0, "epoch": 0, "train_loss": None, "val_nll": val_nll, "val_accuracy": val_acc}]
@@ -107,7 +132,7 @@ def train(data_dir: str | Path, output: str | Path, config: TrainConfig, progres
     for epoch in range(1, config.epochs + 1):
         losses = []
         for batch in train_sampler.epoch(config.seed, epoch, config.steps_per_epoch, config.batch_size, ks,
-                                           config.original_sampling):
+                                           "sampling" in config.original):
             loss, parts = model.loss(batch)
             optimizer.zero_grad()
             loss.backward()
@@ -115,19 +140,25 @@ def train(data_dir: str | Path, output: str | Path, config: TrainConfig, progres
             losses.append(float(loss.detach()))
             step += 1
             bar.update(1)
-        val_nll, val_acc = batched_nll_accuracy(model, val_sampler, val_tasks)
-        curve.append({"step": step, "epoch": epoch, "train_loss": float(np.mean(losses)), "val_nll": val_nll,
-                      "val_accuracy": val_acc})
-        bar.note(f"epoch {epoch}: train loss {np.mean(losses):.4f}, val NLL {val_nll:.4f}, val accuracy {val_acc:.1%}")
-        if val_nll < best["val_nll"]:
-            best = {"step": step, "val_nll": val_nll, "state": copy.deepcopy(model.state_dict())}
+            if step % validate_every and step != total:
+                continue
+            val_nll, val_acc = batched_nll_accuracy(model, val_sampler, val_tasks)
+            curve.append({"step": step, "epoch": epoch, "train_loss": float(np.mean(losses)), "val_nll": val_nll,
+                          "val_accuracy": val_acc})
+            losses = []
+            if val_nll < best["val_nll"]:
+                best = {"step": step, "val_nll": val_nll, "state": copy.deepcopy(model.state_dict())}
+        point = curve[-1]
+        if point["epoch"] == epoch:  # a short epoch may end between two of the original's validations
+            bar.note(f"epoch {epoch}: train loss {point['train_loss']:.4f}, val NLL {point['val_nll']:.4f}, "
+                     f"val accuracy {point['val_accuracy']:.1%}")
     bar.close()
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
 
     output.mkdir(parents=True, exist_ok=True)
     torch.save({"config": model_config.to_dict(), "state_dict": best["state"]}, output / CHECKPOINT_FILE)
     summary = {
-        "model": config.model + ("-latent" if config.latent else ""),
+        "model": config.name,
         "kind": config.model,
         "data": str(data_dir),
         "data_meta": {key: value for key, value in read_meta(data_dir).items() if key != "provenance"},
