@@ -125,11 +125,22 @@ def _recipe_value(action: argparse.Action, value: Any, where: str) -> Any:
 
 
 def _convert(action: argparse.Action, value: Any, where: str) -> Any:
-    if action.type is not None and value is not None:
+    """A recipe value through the flag's own parser, given as text: it means what it would on the command line
+    (YAML's 2.5 is no whole number, where int(2.5) would quietly make it 2)."""
+    if value is None:
+        return None
+    if isinstance(value, (dict, list)):
+        raise RecipeError(f"{where}: expected one value, got a {type(value).__name__}")
+    text = value if isinstance(value, str) else str(value)
+    value = text
+    if action.type is not None:
         try:
-            value = action.type(value)
-        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+            value = action.type(text)
+        except argparse.ArgumentTypeError as exc:
             raise RecipeError(f"{where}: {exc}") from None
+        except (TypeError, ValueError):
+            wanted = getattr(action.type, "__name__", "")
+            raise RecipeError(f"{where}: invalid {wanted} value {text!r}".replace("  ", " ")) from None
     if action.choices is not None and value not in action.choices:
         raise RecipeError(f"{where}: must be one of {', '.join(map(str, action.choices))}, got {value!r}")
     return value

@@ -144,6 +144,9 @@ def test_settings_layer_defaults_then_yaml_then_flags(tmp_path):
 @pytest.mark.parametrize("content, problem", [
     ("learning_rate: 1.0e-5\n", "unknown key"),
     ("batch_size: many\n", "batch_size"),
+    ("batch_size: 2.5\n", "batch_size: invalid positive_int value '2.5'"),  # not quietly 2
+    ("epochs: true\n", "epochs: invalid"),
+    ("beta: {a: 1}\n", "beta: expected one value, got a dict"),
     ("full: maybe\n", "expected true or false"),
     ("- a list\n", "expected a mapping"),
 ])
