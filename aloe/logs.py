@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import Annotated, Any
 
 from pydantic import AfterValidator
@@ -51,6 +52,14 @@ class _QuietAndRedacted(logging.Filter):
         if redacted != message:
             record.msg, record.args = redacted, ()
         return True
+
+
+def quiet_weight_loading() -> None:
+    """A log that is not a terminal gets no "Loading weights" bar per model: the stages' own progress says enough."""
+    if not sys.stderr.isatty():
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
 
 def configure_logging() -> None:

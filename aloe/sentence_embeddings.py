@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from aloe.errors import AloeError, ModelSpecError
+from aloe.logs import quiet_weight_loading
 
 DEFAULT_CHUNK_ROWS = 8192
 
@@ -46,6 +47,7 @@ class Embedder:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        quiet_weight_loading()
         try:
             model = SentenceTransformer(target, device=device)
         except (OSError, ValueError) as exc:

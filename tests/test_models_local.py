@@ -231,3 +231,16 @@ def test_loading_into_a_log_prints_no_weight_loading_bar(tiny_model_dir, capfd):
         assert "Loading weights" not in capfd.readouterr().err  # stderr is captured, not a terminal
     finally:
         transformers_logging.enable_progress_bar()
+
+
+def test_loading_the_sentence_embedder_into_a_log_prints_no_weight_loading_bar(capfd):
+    import transformers.utils.logging as transformers_logging
+
+    from aloe.sentence_embeddings import Embedder
+
+    transformers_logging.enable_progress_bar()
+    try:
+        Embedder.from_spec("embedded", device="cpu")
+        assert "Loading weights" not in capfd.readouterr().err
+    finally:
+        transformers_logging.enable_progress_bar()

@@ -9,7 +9,6 @@ template markers. Histories longer than the context are truncated from the left 
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from aloe.errors import ModelCallError, ModelSpecError
+from aloe.logs import quiet_weight_loading
 from aloe.messages import Message, inline_system_message, truncate_left, validate_messages
 from aloe.models import DTYPES
 from aloe.models.base import ChatModel, Reply, SamplingParams
@@ -122,11 +122,7 @@ def load_pretrained(spec: str, path: str, dtype: torch.dtype, auto_class=None, *
     """Weights of a local model (a causal LM unless `auto_class` says otherwise); a bad path is one ModelSpecError."""
     if auto_class is None:
         from transformers import AutoModelForCausalLM as auto_class
-    if not sys.stderr.isatty():
-        # A log file gets no "Loading weights" bar per model: the stages' own progress (aloe.progress) says enough.
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
+    quiet_weight_loading()
     try:
         return auto_class.from_pretrained(path, dtype=dtype, **kwargs)
     except (OSError, ValueError) as exc:
