@@ -192,12 +192,12 @@ def test_bad_data_requests(capsys, tmp_path, argv, needle):
     assert_one_line_error(capsys, run_script(DATA, *argv, "--output", tmp_path), needle)
 
 
-def test_the_original_setup_validates_one_batch_every_7_steps_and_keeps_the_best(scalar_dir, tmp_path):
+def test_the_original_setup_validates_one_batch_every_500_tasks_and_keeps_the_best(scalar_dir, tmp_path):
     out = tmp_path / "original"
-    tiny = [*TINY, "--steps-per-epoch", "10"]  # the later flag wins
+    tiny = [*TINY, "--steps-per-epoch", "130"]  # the later flag wins; 8 tasks a batch: a validation every 62 steps
     assert run_script(TRAIN, "--data", scalar_dir, "--model", "np-btl", "--original", "all", "--output", out, *tiny) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert [point["step"] for point in summary["curve"]] == [0, 7, 10]
+    assert [point["step"] for point in summary["curve"]] == [0, 62, 124, 130]
     best = min(summary["curve"], key=lambda point: point["val_nll"])
     assert summary["best_step"] == best["step"] and summary["best_val_nll"] == best["val_nll"]
     assert summary["provenance"]["settings"]["original"] == ["overlap", "sampling", "network", "selection"]

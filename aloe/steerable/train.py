@@ -24,9 +24,8 @@ ORIGINAL_PARTS = {
     "overlap": "context drawn from among the targets, every target scored",
     "sampling": "one k per batch, the same tasks every epoch",
     "network": "NP-BTL's original network (raw-option pair encoder, attention without residual, sum pooling, batch-normed decoder)",
-    "selection": "best checkpoint by one batch of 64 validation tasks, checked every 7 steps; Adam eps 3e-5",
+    "selection": "best checkpoint by one batch of validation tasks, checked every 500 // batch size steps (7 at 64); Adam eps 3e-5",
 }
-ORIGINAL_SELECTION_EVERY = 500 // 64  # the original validated every 500 // batch size steps
 SUMMARY_FILE = "summary.json"
 
 
@@ -73,7 +72,7 @@ class TrainConfig:
         if "network" in self.original and self.model != "np-btl":
             raise AloeError("--original network applies to np-btl only")
         if self.overlap and self.k_max > self.targets:
-            raise AloeError(f"with --overlap the context comes from the targets: k-max {self.k_max} > targets {self.targets}")
+            raise AloeError(f"with --original overlap the context comes from the targets: k-max {self.k_max} > targets {self.targets}")
 
 
 def config_from_args(cls, args):
@@ -112,10 +111,11 @@ def train(data_dir: str | Path, output: str | Path, config: TrainConfig, progres
     train_sampler = EpisodeSampler(train_split, config.targets, config.overlap)
     val_sampler = EpisodeSampler(val_split, config.targets, config.overlap)
     train_sampler.check_k(config.k_max, "train")
-    # The original validated one fixed batch of 64 tasks every 7 steps; a real pass scores --val-tasks after each epoch.
+    # A real validation pass scores --val-tasks after each epoch; the original scored one batch every 500 // batch size steps.
     original_selection = "selection" in config.original
-    val_tasks = fixed_tasks(val_sampler, 64 if original_selection else config.val_tasks, ks, seed=config.seed + 10_000)
-    validate_every = ORIGINAL_SELECTION_EVERY if original_selection else config.steps_per_epoch
+    val_count = config.batch_size if original_selection else config.val_tasks
+    val_tasks = fixed_tasks(val_sampler, val_count, ks, seed=config.seed + 10_000)
+    validate_every = max(1, 500 // config.batch_size) if original_selection else config.steps_per_epoch
 
     model_config = ModelConfig(kind=config.model, input_dim=train_split.dim, hidden=config.hidden,
                                heads=config.heads, latent=config.latent, original="network" in config.original)
