@@ -94,7 +94,7 @@ def main() -> None:
             train(data, runs / f"bench-{name}", TrainConfig(model=kind, latent=latent, steps_per_epoch=args.steps_per_epoch),
                   progress=False)
     training = training_rows(runs)
-    checkpoint = next(p.parent for p in sorted(runs.glob("*np-btl*/summary.json")) if "latent" not in p.parent.name)
+    checkpoint = next(p.parent for p in sorted(runs.glob("*/summary.json")) if json.loads(p.read_text()).get("model") == "np-btl")
     evaluation = time_evaluation(checkpoint, data, args.tasks)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}"
     print(f"Machine: {machine}; load average {os.getloadavg()[0]:.1f}\n")
