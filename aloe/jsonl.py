@@ -230,8 +230,12 @@ def rewrite_jsonl(path: str | os.PathLike, records: Iterable[BaseModel | dict[st
     """Replace a JSONL file's contents atomically (temp file + rename): an interruption keeps the old file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with JsonlWriter(tmp, overwrite=True) as writer:
-        writer.write_all(records)
+    try:
+        with JsonlWriter(tmp, overwrite=True) as writer:
+            writer.write_all(records)
+    except BaseException:  # a record that fails halfway leaves the old file and no temp file behind
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -244,17 +248,20 @@ def merge_jsonl(inputs: Iterable[str | os.PathLike], output: str | os.PathLike, 
             raise RecordError(f"{path}: file not found")
         if path.resolve() == output.resolve():
             raise RecordError(f"{path}: the merge output cannot also be an input; choose another --output")
-    seen: set[Any] = set()
-    kept = dropped = 0
-    with JsonlWriter(output, overwrite=True) as writer:
+    counts = {"kept": 0, "dropped": 0}
+
+    def first_of_each_key():
+        seen: set[Any] = set()
         for path in inputs:
             for number, record in _complete_lines(path):
                 if not isinstance(record, dict) or key not in record:
                     raise RecordError(f"{path}:{number}: {key}: missing (every record needs one to merge)")
                 if record[key] in seen:
-                    dropped += 1
+                    counts["dropped"] += 1
                     continue
                 seen.add(record[key])
-                writer.write(record)
-                kept += 1
-    return kept, dropped
+                counts["kept"] += 1
+                yield record
+
+    rewrite_jsonl(output, first_of_each_key())  # atomic: a bad shard line leaves an earlier merge intact
+    return counts["kept"], counts["dropped"]

@@ -146,6 +146,17 @@ def test_merge_jsonl_errors(tmp_path):
         merge_jsonl([no_id], tmp_path / "out.jsonl")
 
 
+def test_a_failed_merge_keeps_the_earlier_merged_file(tmp_path):
+    one = write_lines(tmp_path / "shard0.jsonl", ['{"id": "a"}'])
+    out = tmp_path / "merged.jsonl"
+    merge_jsonl([one], out)
+    bad = write_lines(tmp_path / "shard1.jsonl", ['{"id": "b"}', "{oops", '{"id": "c"}'])
+    with pytest.raises(RecordError, match=rf"^{bad}:2"):
+        merge_jsonl([one, bad], out)
+    assert out.read_text() == '{"id": "a"}\n' and sorted(p.name for p in tmp_path.iterdir()) == [
+        "merged.jsonl", "shard0.jsonl", "shard1.jsonl"]
+
+
 def test_write_json_is_atomic(tmp_path):
     path = tmp_path / "results" / "m.json"
     write_json(path, {"b": 1, "a": [1, 2]})
