@@ -131,16 +131,14 @@ def _convert(action: argparse.Action, value: Any, where: str) -> Any:
         return None
     if isinstance(value, (dict, list)):
         raise RecipeError(f"{where}: expected one value, got a {type(value).__name__}")
-    text = value if isinstance(value, str) else str(value)
-    value = text
+    value = value if isinstance(value, str) else str(value)
     if action.type is not None:
         try:
-            value = action.type(text)
+            value = action.type(value)
         except argparse.ArgumentTypeError as exc:
             raise RecipeError(f"{where}: {exc}") from None
         except (TypeError, ValueError):
-            wanted = getattr(action.type, "__name__", "")
-            raise RecipeError(f"{where}: invalid {wanted} value {text!r}".replace("  ", " ")) from None
+            raise RecipeError(f"{where}: invalid {getattr(action.type, '__name__', 'flag')} value {value!r}") from None
     if action.choices is not None and value not in action.choices:
         raise RecipeError(f"{where}: must be one of {', '.join(map(str, action.choices))}, got {value!r}")
     return value

@@ -43,7 +43,6 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    args.original = tuple(ORIGINAL_PARTS) if "all" in args.original else tuple(args.original)
     config = config_from_args(TrainConfig, args)
     summary = train(args.data, args.output, config, progress=not args.no_progress)
     best = next(point for point in summary["curve"] if point["step"] == summary["best_step"])

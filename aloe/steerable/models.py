@@ -151,7 +151,7 @@ class NPBTL(RewardModel):
         h, original = config.hidden, config.original
         self.pair_encoder = mlp([2 * (config.input_dim if original else h), h, h])
         self.attention = nn.MultiheadAttention(h, config.heads, dropout=0.1 if original else 0.0, batch_first=True)
-        self.norm = nn.Identity() if original else nn.LayerNorm(h)
+        self.norm = None if original else nn.LayerNorm(h)  # the original path returns before it
         self.to_z = mlp([h, h, 2 * h if config.latent else h])
         self.prior = None if original else nn.Parameter(torch.zeros(2 * h if config.latent else h))
         self.decoder = mlp([2 * h, h, 1], batch_norm=original)

@@ -48,6 +48,10 @@ class TrainConfig:
     original: tuple[str, ...] = ()  # parts of the original code's setup to reproduce, for comparison (ORIGINAL_PARTS)
     seed: int = 0
 
+    def __post_init__(self):
+        # "all" names every part; a tuple whatever the caller passed (argparse gives a list).
+        self.original = tuple(ORIGINAL_PARTS) if "all" in self.original else tuple(self.original)
+
     @property
     def name(self) -> str:
         """e.g. np-btl, np-btl-latent, np-btl-original (every original part), btl-original-sampling."""
